@@ -1,0 +1,73 @@
+# -*- test-case-name: tests.admin.test_cli -*-
+"""The ``mailstack`` command: one entry point, Postfix/Dovecot-named subcommands.
+
+``mailstack [--config DIR] COMMAND [ARGS]``.  Each subcommand lives in its
+own module under :mod:`mailstack.admin` with two functions:
+``add_arguments(parser)`` and ``run(args) -> exit status``.  They are
+listed in :data:`COMMANDS`, in the order ``--help`` shows them.
+
+The configuration directory is ``--config``, else ``$MAILSTACK_CONFIG``,
+else ``/etc/mailstack``.  Errors are printed as ``mailstack: fatal: reason``
+with a non-zero exit status, never as a traceback.
+"""
+
+import argparse
+import importlib
+import os
+import sys
+
+from mailstack.config.maincf import ConfigError
+
+# name -> (module, one-line help)
+COMMANDS = {
+    "init": ("mailstack.admin.init", "write a complete, working configuration directory"),
+    "postconf": ("mailstack.admin.conf", "show or edit main.cf parameters, as Postfix's postconf"),
+}
+
+
+def _default_config():
+    return os.environ.get("MAILSTACK_CONFIG", "/etc/mailstack")
+
+
+def build_parser():
+    """Return the argparse parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="mailstack",
+        description="Administer a mailstack mail server (configuration, users, queue, tables).")
+    parser.add_argument("-c", "--config", default=_default_config(), metavar="DIR",
+                        help="configuration directory (default: $MAILSTACK_CONFIG or /etc/mailstack)")
+    parser.add_argument("--version", action="version", version=_version())
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, summary) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(name, help=summary, description=getattr(module, "DESCRIPTION", summary),
+                                    formatter_class=argparse.RawDescriptionHelpFormatter,
+                                    add_help=getattr(module, "ADD_HELP", True))
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def _version():
+    from mailstack import __version__
+    return "mailstack " + __version__
+
+
+def main(argv=None):
+    """Run the command line; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args._run(args) or 0
+    except ConfigError as err:
+        sys.stderr.write("mailstack: fatal: %s\n" % err)
+        return 1
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

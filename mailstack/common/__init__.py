@@ -1,0 +1,1 @@
+"""Mail-specific shared code (Postfix ``src/global``); imports only :mod:`mailstack.util`."""

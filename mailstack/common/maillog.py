@@ -1,0 +1,110 @@
+# -*- test-case-name: tests.common.test_maillog -*-
+"""Postfix maillog-style logging on top of twisted.logger.
+
+Every line looks like syslog's, so that tools written for Postfix logs
+(pflogsumm, fail2ban, grep habits) read mailstack's::
+
+    Nov 22 10:00:00 mail mailstack/smtpd[4242]: 3F2A9C: client=host[192.0.2.1]
+
+The service tag comes from the event's ``service`` key when a protocol
+knows its master.cf service name (``submission``), else from the logger
+namespace: ``mailstack.smtpd.server`` logs as ``smtpd``, Twisted's own
+events as ``twisted``.  Warnings, errors and critical events get Postfix's
+``warning:``, ``error:`` and ``fatal:`` prefixes; a failure's traceback
+follows its message, one log line per traceback line.  Debug events are
+dropped unless ``verbose`` is set.
+
+Usage: ``log = Logger(namespace="mailstack.qmgr")`` then
+``log.info("{queue_id}: removed", queue_id=qid)``; pass ``service=name`` to
+override the tag.
+"""
+
+import os
+import socket
+import sys
+import time
+
+from twisted.logger import (FilteringLogObserver, ILogObserver, LogLevel,
+                            LogLevelFilterPredicate, formatEvent)
+from zope.interface import implementer
+
+_PREFIX = {
+    LogLevel.warn: "warning: ",
+    LogLevel.error: "error: ",
+    LogLevel.critical: "fatal: ",
+}
+
+
+def service_tag(event):
+    """Return the service name an event is logged under."""
+    service = event.get("service")
+    if service:
+        return service
+    namespace = event.get("log_namespace") or ""
+    parts = namespace.split(".")
+    if parts[0] == "mailstack" and len(parts) > 1:
+        return parts[1]
+    return parts[0] or "mailstack"
+
+
+def format_line(event, hostname, syslog_name="mailstack", pid=None):
+    """Return the maillog line(s) for a twisted.logger event, without the final newline."""
+    when = event.get("log_time") or time.time()
+    stamp = time.strftime("%b %d %H:%M:%S", time.localtime(when))
+    tag = "%s %s %s/%s[%d]: " % (stamp, hostname, syslog_name, service_tag(event),
+                                 os.getpid() if pid is None else pid)
+    text = formatEvent(event)
+    level = event.get("log_level", LogLevel.info)
+    text = _PREFIX.get(level, "") + text
+    failure = event.get("log_failure")
+    lines = text.splitlines() or [""]
+    if failure is not None:
+        try:
+            lines.extend(failure.getTraceback().rstrip("\n").splitlines())
+        except Exception:  # a broken failure must not break logging
+            lines.append("(traceback unavailable)")
+    return "\n".join(tag + line for line in lines)
+
+
+@implementer(ILogObserver)
+class MaillogObserver:
+    """Write events as maillog lines to a text stream.
+
+    Args:
+        stream: a text file object (``sys.stdout`` or an opened log file).
+        hostname: the host name in each line (``myhostname``).
+        syslog_name: the program name (``syslog_name``).
+    """
+
+    def __init__(self, stream, hostname=None, syslog_name="mailstack"):
+        self._stream = stream
+        self._hostname = (hostname or socket.gethostname()).split(".")[0]
+        self._syslog_name = syslog_name
+
+    def __call__(self, event):
+        try:
+            line = format_line(event, self._hostname, self._syslog_name)
+            self._stream.write(line + "\n")
+            self._stream.flush()
+        except Exception:  # a logger must never raise into the code that logs
+            pass
+
+
+def observer_for(config, foreground, verbose=False):
+    """Return the log observer for a loaded config.
+
+    Args:
+        config: the :class:`~mailstack.config.maincf.Config`.
+        foreground: True under ``twistd -n``: log to standard output;
+            otherwise to ``maillog_file`` (or ``$data_directory/maillog``).
+        verbose: pass debug events through.
+    """
+    if foreground:
+        stream = sys.stdout
+    else:
+        path = config["maillog_file"] or os.path.join(config["data_directory"], "maillog")
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        stream = open(path, "a", encoding="utf-8")  # kept open for the process's life
+    observer = MaillogObserver(stream, config["myhostname"], config["syslog_name"])
+    level = LogLevel.debug if verbose else LogLevel.info
+    return FilteringLogObserver(observer, [LogLevelFilterPredicate(defaultLogLevel=level)])

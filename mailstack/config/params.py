@@ -1,0 +1,245 @@
+# -*- test-case-name: tests.config.test_params -*-
+"""Every configuration parameter, declared once.
+
+Each :class:`Param` has a name, a type from :mod:`mailstack.config.types`, a
+default written in main.cf syntax (so ``$myhostname`` works in defaults, as
+in Postfix's ``mail_params.h``) and a one-line doc.  ``docs/parameters.md``
+is generated from this module (``mailstack postconf --docs``) and a test
+checks that it is current.
+
+Names are Postfix's where the meaning matches, Dovecot's for the auth and
+mailbox side; new names carry their service as a prefix.  A few defaults
+depend on the machine (``myhostname``, ``mynetworks``): they are callables
+that receive the :class:`~mailstack.config.maincf.Environment`.
+"""
+
+from dataclasses import dataclass
+from typing import Callable, Union
+
+from mailstack.config import types as T
+from mailstack.util import netinfo
+
+
+@dataclass(frozen=True)
+class Param:
+    """One configuration parameter.
+
+    Attributes:
+        name: the main.cf name.
+        type: a :class:`~mailstack.config.types.ParamType` instance.
+        default: main.cf text, or a callable ``(env) -> text`` for
+            machine-dependent defaults.
+        doc: one line for the reference documentation.
+        group: the subsystem heading the parameter is listed under.
+    """
+
+    name: str
+    type: T.ParamType
+    default: Union[str, Callable]
+    doc: str
+    group: str = ""
+
+    def default_text(self, env):
+        """Return the default as main.cf text (unexpanded)."""
+        if callable(self.default):
+            return self.default(env)
+        return self.default
+
+
+def _myhostname(env):
+    """the machine's fully-qualified host name"""
+    return env.hostname
+
+
+def _mydomain(env):
+    """$myhostname minus its first label, or localdomain"""
+    head, dot, tail = env.hostname.partition(".")
+    return tail if dot and tail else "localdomain"
+
+
+def _mynetworks(env):
+    """loopback plus this machine's networks per $mynetworks_style"""
+    return " ".join(netinfo.mynetworks(env.mynetworks_style))
+
+
+def _config_directory(env):
+    """the directory given with --config"""
+    return env.config_directory
+
+
+_GROUPS = []
+
+
+def _group(title, *params):
+    _GROUPS.append((title, params))
+    return [Param(name, ptype, default, doc, title) for name, ptype, default, doc in params]
+
+
+_ALL = []
+
+_ALL += _group(
+    "Host and domain names",
+    ("myhostname", T.STRING, _myhostname,
+     "The fully-qualified host name of this mail system; defaults to the machine's name."),
+    ("mydomain", T.STRING, _mydomain,
+     "The internet domain of this mail system; defaults to $myhostname minus its first label."),
+    ("myorigin", T.STRING, "$myhostname",
+     "The domain appended to unqualified sender and recipient addresses."),
+    ("mydestination", T.LIST, "$myhostname, localhost.$mydomain, localhost",
+     "The domains this machine delivers to locally."),
+    ("mail_name", T.STRING, "mailstack",
+     "The mail system name shown in the SMTP greeting and in Received: headers."),
+    ("smtpd_banner", T.STRING, "$myhostname ESMTP $mail_name",
+     "The text that follows the 220 status code in the SMTP greeting."),
+)
+
+_ALL += _group(
+    "Networks and interfaces",
+    ("mynetworks_style", T.Choice("host", "subnet", "class"), "host",
+     "How $mynetworks is computed when it is not set: host, subnet or class."),
+    ("mynetworks", T.LIST, _mynetworks,
+     "The trusted SMTP clients (network/mask or host address), which may relay."),
+    ("inet_interfaces", T.LIST, "all",
+     "The addresses that master.cf listeners without an explicit interface bind to (all, loopback-only or addresses)."),
+    ("inet_protocols", T.Choice("all", "ipv4", "ipv6"), "all",
+     "The IP protocols used for listeners and outbound connections."),
+    ("login_trusted_networks", T.LIST, "",
+     "Client networks whose plaintext logins count as secure, as in Dovecot."),
+)
+
+_ALL += _group(
+    "Files and directories",
+    ("config_directory", T.PATH, _config_directory,
+     "The directory holding main.cf and master.cf."),
+    ("queue_directory", T.PATH, "/var/spool/mailstack",
+     "The root of the mail queue (maildrop, incoming, active, deferred, hold, corrupt)."),
+    ("data_directory", T.PATH, "/var/lib/mailstack",
+     "Where writable state lives: caches, greylist and auth state."),
+    ("mail_spool_directory", T.PATH, "/var/mail",
+     "The directory of UNIX-style mailboxes, for users without $home_mailbox."),
+    ("home_mailbox", T.STRING, "Maildir/",
+     "The mailbox path relative to the user's home; a trailing / means maildir."),
+    ("mail_location", T.STRING, "maildir:~/Maildir",
+     "Dovecot-style default mail location for users whose userdb gives none (%u, %n, %d, ~)."),
+    ("maillog_file", T.PATH, "",
+     "Write the mail log to this file instead of standard output when not running in the foreground."),
+    ("syslog_name", T.STRING, "mailstack",
+     "The program name at the start of every log line (mailstack/smtpd[PID]: ...)."),
+)
+
+_ALL += _group(
+    "Limits",
+    ("message_size_limit", T.Size(minimum=0), "10240000",
+     "The maximal size in bytes of a message, including envelope information."),
+    ("mailbox_size_limit", T.Size(minimum=0), "51200000",
+     "The maximal size of a mailbox or maildir file that local delivery may write."),
+    ("quota_full_tempfail", T.BOOL, "no",
+     "Whether a delivery to a full mailbox fails temporarily (4xx) instead of permanently."),
+)
+
+_ALL += _group(
+    "Address handling and lookup tables",
+    ("relay_domains", T.LIST, "",
+     "The remote domains this system relays mail to (Postfix 3 default: none)."),
+    ("relayhost", T.STRING, "",
+     "The next-hop for non-local mail; empty means deliver by MX lookup."),
+    ("alias_maps", T.MAPS, "hash:${config_directory}/aliases",
+     "The alias tables used by local delivery."),
+    ("alias_database", T.MAPS, "hash:${config_directory}/aliases",
+     "The alias tables that newaliases rebuilds."),
+    ("virtual_alias_maps", T.MAPS, "",
+     "Address rewriting tables for virtual alias addresses and domains."),
+    ("virtual_alias_domains", T.LIST, "$virtual_alias_maps",
+     "Domains for which every address is aliased to another address."),
+    ("virtual_mailbox_domains", T.LIST, "",
+     "Domains whose mailboxes are delivered by the virtual delivery agent."),
+    ("virtual_mailbox_maps", T.MAPS, "",
+     "Valid recipients in $virtual_mailbox_domains and their mailbox paths."),
+    ("virtual_mailbox_base", T.PATH, "",
+     "The directory that $virtual_mailbox_maps paths are relative to."),
+    ("recipient_delimiter", T.STRING, "",
+     "The separator between user names and address extensions (user+foo)."),
+)
+
+_ALL += _group(
+    "SMTP server",
+    ("smtpd_relay_restrictions", T.LIST, "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination",
+     "Relay control applied at RCPT TO before $smtpd_recipient_restrictions."),
+)
+
+_ALL += _group(
+    "TLS",
+    ("smtpd_tls_cert_file", T.PATH, "",
+     "The PEM server certificate (optionally followed by its chain) for SMTP TLS."),
+    ("smtpd_tls_key_file", T.PATH, "$smtpd_tls_cert_file",
+     "The PEM private key that goes with $smtpd_tls_cert_file."),
+    ("smtpd_tls_CAfile", T.PATH, "",
+     "A file of CA certificates for verifying client certificates."),
+    ("smtpd_tls_security_level", T.Choice("", "none", "may", "encrypt"), "",
+     "SMTP server TLS: empty or none (no STARTTLS), may (offer STARTTLS), encrypt (require it)."),
+    ("smtpd_tls_auth_only", T.BOOL, "no",
+     "Offer and accept SMTP AUTH only after STARTTLS."),
+    ("ssl_cert", T.PATH, "$smtpd_tls_cert_file",
+     "The PEM certificate for POP3 and IMAP TLS (Dovecot name); shares the SMTP one by default."),
+    ("ssl_key", T.PATH, "$smtpd_tls_key_file",
+     "The PEM private key for $ssl_cert."),
+    ("ssl_ca", T.PATH, "$smtpd_tls_CAfile",
+     "CA certificates for verifying POP3 and IMAP client certificates."),
+    ("ssl_min_protocol", T.Choice("tlsv1", "tlsv1.1", "tlsv1.2", "tlsv1.3"), "tlsv1.2",
+     "The lowest TLS protocol version that servers accept."),
+)
+
+_ALL += _group(
+    "Authentication (Dovecot names)",
+    ("passdb", T.Driver(), "passwd-file:${config_directory}/passwd",
+     "Where passwords are looked up: driver:args (passwd-file, static, sqlite)."),
+    ("userdb", T.Driver(), "passwd-file:${config_directory}/passwd",
+     "Where user information (uid, gid, home, mail, quota) is looked up: driver:args."),
+    ("auth_mechanisms", T.LIST, "plain",
+     "The SASL mechanisms offered to clients (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256)."),
+    ("default_pass_scheme", T.STRING, "CRYPT",
+     "The password scheme assumed for stored hashes without a {SCHEME} prefix."),
+    ("auth_username_format", T.STRING, "%Lu",
+     "How user names are normalised before lookup (%Lu lower-cases the whole name)."),
+    ("auth_default_realm", T.STRING, "",
+     "The domain appended to user names that have none."),
+    ("auth_master_user_separator", T.STRING, "",
+     "The separator in 'user*master' login names for master user logins."),
+    ("auth_cache_size", T.Size(minimum=0), "0",
+     "The size of the authentication cache in bytes; 0 disables it."),
+    ("auth_cache_ttl", T.Time(unit="s"), "1h",
+     "How long a successful lookup stays in the authentication cache."),
+    ("auth_cache_negative_ttl", T.Time(unit="s"), "1h",
+     "How long a failed lookup (unknown user) stays in the authentication cache."),
+    ("auth_failure_delay", T.Time(unit="s"), "2s",
+     "The delay before answering a failed authentication; it grows per client address."),
+    ("auth_verbose", T.BOOL, "no",
+     "Log every failed authentication attempt and its reason."),
+    ("disable_plaintext_auth", T.BOOL, "yes",
+     "Refuse plaintext authentication on connections that are neither TLS nor trusted (Dovecot)."),
+    ("smtpd_sasl_auth_enable", T.BOOL, "no",
+     "Offer SMTP AUTH to clients (set per service in master.cf)."),
+)
+
+_ALL += _group(
+    "Mailbox access (POP3 and IMAP)",
+    ("imap_idle_timeout", T.Time(unit="m"), "30m",
+     "How long an IMAP session may stay idle before it is logged out; IDLE keeps it alive."),
+    ("imap_max_line_length", T.Size(minimum=1024), "64k",
+     "The longest IMAP command line accepted, literals excluded."),
+    ("pop3_client_timeout", T.Time(unit="s"), "10m",
+     "How long a POP3 session may stay idle."),
+)
+
+PARAMS = {p.name: p for p in _ALL}
+
+if len(PARAMS) != len(_ALL):
+    raise RuntimeError("a parameter is declared twice in mailstack.config.params")
+
+
+def groups():
+    """Return ``[(title, [Param, ...]), ...]`` in declaration order."""
+    result = []
+    for title, entries in _GROUPS:
+        result.append((title, [PARAMS[entry[0]] for entry in entries]))
+    return result

@@ -1,0 +1,1 @@
+"""Generic helpers with no mail knowledge (Postfix ``src/util``); imports nothing else of mailstack."""

@@ -1,0 +1,51 @@
+"""Maillog formatting: syslog-shaped lines with the service tag, levels and tracebacks."""
+
+import io
+import re
+
+from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
+
+from mailstack.common.maillog import MaillogObserver, format_line, service_tag
+
+LINE_RE = re.compile(r"^[A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d mail mailstack/(\S+)\[(\d+)\]: (.*)$")
+
+
+def test_line_shape_and_service_from_namespace():
+    """A mailstack.qmgr event logs as mailstack/qmgr[PID] in Postfix's shape."""
+    out = io.StringIO()
+    log = Logger(namespace="mailstack.qmgr.scheduler", observer=MaillogObserver(out, "mail.example.com"))
+    log.info("{queue_id}: from=<{sender}>, size={size}, nrcpt={n} (queue active)",
+             queue_id="3F2A9C", sender="a@example.com", size=812, n=1)
+    match = LINE_RE.match(out.getvalue().rstrip("\n"))
+    assert match, out.getvalue()
+    assert match.group(1) == "qmgr"
+    assert match.group(3) == "3F2A9C: from=<a@example.com>, size=812, nrcpt=1 (queue active)"
+
+
+def test_service_key_overrides_namespace():
+    """A protocol logs under its master.cf service name when it passes service=."""
+    assert service_tag({"service": "submission", "log_namespace": "mailstack.smtpd"}) == "submission"
+    assert service_tag({"log_namespace": "twisted.internet.tcp"}) == "twisted"
+
+
+def test_levels_get_postfix_prefixes():
+    """Warnings and errors read 'warning:' and 'error:' as in Postfix."""
+    base = {"log_format": "disk full", "log_time": 0, "log_namespace": "mailstack.cleanup"}
+    assert format_line(dict(base, log_level=LogLevel.warn), "h", pid=1).endswith("cleanup[1]: warning: disk full")
+    assert format_line(dict(base, log_level=LogLevel.error), "h", pid=1).endswith("cleanup[1]: error: disk full")
+    assert format_line(dict(base, log_level=LogLevel.critical), "h", pid=1).endswith("fatal: disk full")
+
+
+def test_failure_traceback_follows_on_tagged_lines():
+    """An unexpected exception logs its traceback, every line tagged."""
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        failure = Failure()
+    event = {"log_format": "3F2A9C: unexpected error", "log_time": 0, "log_level": LogLevel.critical,
+             "log_namespace": "mailstack.local", "log_failure": failure}
+    lines = format_line(event, "h", pid=7).splitlines()
+    assert lines[0].endswith("local[7]: fatal: 3F2A9C: unexpected error")
+    assert len(lines) > 2 and all("mailstack/local[7]: " in line for line in lines)
+    assert "ZeroDivisionError" in lines[-1]
