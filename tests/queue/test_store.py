@@ -1,0 +1,93 @@
+"""The queue API contract: writing, committing and aborting queue files."""
+
+import os
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from mailstack.common.queue_id import is_queue_id, new_queue_id
+from mailstack.queue import Envelope, MailQueue, QueueError, Recipient
+from mailstack.queue import qfile
+
+
+@pytest.fixture
+def queue(tmp_path):
+    """A MailQueue on a fresh directory, using the real reactor's threads."""
+    return MailQueue(str(tmp_path / "queue"), reactor, hostname="mail.example.test")
+
+
+def test_queue_ids_are_unique_and_well_formed():
+    """Ten thousand ids made in a burst are distinct and have the documented shape."""
+    ids = {new_queue_id() for _ in range(10000)}
+    assert len(ids) == 10000
+    assert all(is_queue_id(i) for i in ids)
+    assert not is_queue_id("../etc/passwd")
+
+
+@pytest_twisted.ensureDeferred
+async def test_commit_makes_a_complete_file_in_incoming(queue):
+    """commit() renames the file into incoming/ with content normalised to LF and the envelope."""
+    woken = []
+    queue.add_listener(lambda: woken.append(1))
+    writer = queue.new_message()
+    assert os.path.exists(queue.path("incoming", writer.queue_id + ".tmp"))
+    writer.write(b"Subject: hi\r")
+    writer.write(b"\nX: %41\r\n\r\nbody\r\n")
+    env = Envelope("a@example.org", [Recipient("b@example.com", "B@example.com", "rfc822;B@example.com",
+                                               ("SUCCESS", "FAILURE")), Recipient("c\td@example.com")],
+                   client_name="mx.example.org", client_address="192.0.2.1", helo="mx", protocol="ESMTPSA",
+                   sasl_username="alice", envid="E1", ret="HDRS", body_type="8BITMIME", smtputf8=True)
+    queue_id = await writer.commit(env)
+    assert queue_id == writer.queue_id
+    assert woken == [1]
+    assert queue.list("incoming") == [queue_id]
+    assert writer.size == len(b"Subject: hi\r\nX: %41\r\n\r\nbody\r\n")
+    qf = qfile.read(queue.path("incoming", queue_id))
+    assert qf.read_content() == b"Subject: hi\nX: %41\n\nbody\n"
+    assert qf.envelope == env
+    assert env.arrival_time > 0
+    assert [r.done for r in qf.recipients] == [False, False]
+
+
+@pytest_twisted.ensureDeferred
+async def test_done_recipients_are_marked_in_place(queue):
+    """mark_done flips one recipient's record to D without touching the others."""
+    writer = queue.new_message()
+    writer.write(b"\n")
+    queue_id = await writer.commit(Envelope("", [Recipient("x@a"), Recipient("y@a")]))
+    path = queue.path("incoming", queue_id)
+    qf = qfile.read(path)
+    qfile.mark_done(path, [qf.recipients[1].offset])
+    qfile.set_warning_time(path, qf, 1234567890)
+    again = qfile.read(path)
+    assert [r.done for r in again.recipients] == [False, True]
+    assert again.warning_time == 1234567890
+    assert again.envelope.sender == ""
+
+
+def test_abort_removes_the_file(queue):
+    """abort() leaves nothing behind."""
+    writer = queue.new_message()
+    writer.write(b"x" * 300000)
+    writer.abort()
+    assert os.listdir(queue.path("incoming")) == []
+
+
+def test_incomplete_file_is_corrupt(queue, tmp_path):
+    """A file without its end record is reported as corrupt."""
+    path = tmp_path / "bad"
+    path.write_bytes(qfile.header(2) + b"x\nT 1\nS a\n")
+    with pytest.raises(qfile.CorruptQueueFile):
+        qfile.read(str(path))
+
+
+@pytest_twisted.ensureDeferred
+async def test_commit_failure_raises_queue_error_and_cleans_up(queue):
+    """An I/O failure at commit raises QueueError and leaves no file."""
+    writer = queue.new_message()
+    writer.write(b"body\n")
+    os.close(writer._fd)  # simulate the disk going away under the writer
+    with pytest.raises(QueueError):
+        await writer.commit(Envelope("a@b", [Recipient("c@d")]))
+    assert os.listdir(queue.path("incoming")) == []
