@@ -1,0 +1,84 @@
+# -*- test-case-name: tests.pop3d.test_uidl -*-
+"""UIDL strings from ``pop3_uidl_format``, Dovecot's way.
+
+A POP3 client remembers which messages it has fetched by their UIDL
+(RFC 1939 §7), so a UIDL must never change for a message, across sessions,
+restarts and a migration between Dovecot and mailstack.  The store keeps
+persistent IMAP UIDs and UIDVALIDITY in ``dovecot-uidlist``; Dovecot's
+default ``pop3_uidl_format = %08Xu%08Xv`` builds the UIDL from them, and
+so does mailstack, so that clients switching servers re-download nothing.
+
+Variables (Dovecot's): ``%u`` the IMAP UID, ``%v`` the folder's
+UIDVALIDITY, ``%g`` the message GUID, ``%f`` the maildir base file name;
+``%%`` is a percent sign.  Numeric variables take Dovecot's modifiers: a
+width, zero-padded when it begins with ``0``, and ``X`` for upper-case hex
+(``%08Xu``); a width before ``%g`` or ``%f`` keeps that many characters.  A UIDL
+never holds a space, so numbers are always padded with zeros.  ``%m`` (an MD5 of the header) is not supported: it would
+mean reading every message at login.
+"""
+
+import re
+from dataclasses import dataclass
+
+_TOKEN_RE = re.compile(r"%(?:(%)|(0?)(\d*)(X?)([A-Za-z]))")
+
+VARIABLES = {"u": "uid", "v": "uidvalidity", "g": "guid", "f": "filename"}
+_NUMERIC = ("u", "v")
+
+
+class UIDLFormatError(ValueError):
+    """``pop3_uidl_format`` cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class UIDLFormat:
+    """A parsed ``pop3_uidl_format``: call :meth:`format` once per message.
+
+    Attributes:
+        pattern: the format text as configured.
+    """
+
+    pattern: str
+
+    def __post_init__(self):
+        if not self.pattern:
+            raise UIDLFormatError("pop3_uidl_format is empty")
+        for match in _TOKEN_RE.finditer(self.pattern):
+            variable = match.group(5)
+            if variable and variable not in VARIABLES:
+                raise UIDLFormatError("pop3_uidl_format: unknown variable %%%s (known: %s)"
+                                      % (variable, ", ".join("%" + v for v in VARIABLES)))
+            if variable and match.group(4) and variable not in _NUMERIC:
+                raise UIDLFormatError("pop3_uidl_format: %%X applies to %%u and %%v only")
+        if "%" in _TOKEN_RE.sub("", self.pattern):
+            raise UIDLFormatError("pop3_uidl_format: a %% is not followed by a variable")
+        if "u" not in self.variables() and "g" not in self.variables() and "f" not in self.variables():
+            raise UIDLFormatError("pop3_uidl_format must contain %u, %g or %f to tell messages apart")
+
+    def variables(self):
+        """Return the set of variable letters the format uses."""
+        return {m.group(5) for m in _TOKEN_RE.finditer(self.pattern) if m.group(5)}
+
+    def format(self, uid, uidvalidity, guid="", filename=""):
+        """Return the UIDL for one message (a str of printable ASCII).
+
+        Args:
+            uid: the message's IMAP UID.
+            uidvalidity: the folder's UIDVALIDITY.
+            guid: the message GUID (``%g``).
+            filename: the maildir base name, without the ``:2,`` info (``%f``).
+        """
+        values = {"u": uid, "v": uidvalidity, "g": guid, "f": filename}
+
+        def replace(match):
+            if match.group(1):
+                return "%"
+            width, hexa, variable = match.group(3, 4, 5)
+            value = values[variable]
+            if variable in _NUMERIC:
+                text = ("%X" if hexa else "%d") % value
+                return text.rjust(int(width), "0") if width else text
+            # Dovecot: a width before a string variable keeps that many characters.
+            return str(value)[:int(width)] if width else str(value)
+
+        return _TOKEN_RE.sub(replace, self.pattern)
