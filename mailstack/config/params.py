@@ -299,6 +299,28 @@ _ALL += _group(
      "Who gets notices of resource and software problems."),
 )
 
+_ALL += _group(
+    "Authentication core (passdb/userdb, master users, failure delay)",
+    ("auth_master_passdb", T.Driver(), "",
+     "The passdb of master users, who may log in as any user (PLAIN authzid or user*master); empty: none."),
+    ("auth_failure_delay_max", T.Time(unit="s"), "30s",
+     "The longest failure delay: $auth_failure_delay doubles per failure from one address up to this."),
+    ("auth_failure_delay_reset", T.Time(unit="s"), "10m",
+     "An address with no failed authentication for this long gets $auth_failure_delay again."),
+    ("mail_home", T.STRING, "",
+     "Dovecot-style default home directory for users whose userdb gives none (%u, %n, %d)."),
+)
+
+_ALL += _group(
+    "Mail store (maildir)",
+    ("mail_fsync", T.Choice("optimized", "always", "never"), "optimized",
+     "When the store fsyncs message files and directories (Dovecot); never is for tests and benchmarks only."),
+    ("mailbox_idle_check_interval", T.Time(unit="s"), "30s",
+     "How often watched folders are polled for other processes' changes, besides inotify (Dovecot)."),
+    ("quota_rule", T.STRING, "",
+     "Default Maildir++ quota (Dovecot syntax *:storage=1G:messages=10000); empty means none; userdb may override."),
+)
+
 PARAMS = {p.name: p for p in _ALL}
 
 if len(PARAMS) != len(_ALL):

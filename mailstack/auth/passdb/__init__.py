@@ -1,0 +1,1 @@
+"""Password databases: passwd-file, static, sqlite.  See :mod:`mailstack.auth.passdb.registry`."""

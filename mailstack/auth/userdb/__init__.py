@@ -1,0 +1,1 @@
+"""User databases: passwd-file, static, sqlite.  See :mod:`mailstack.auth.userdb.registry`."""
