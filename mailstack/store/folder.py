@@ -1,0 +1,574 @@
+# -*- test-case-name: tests.store.test_folder -*-
+"""One maildir folder: messages with UIDs and flags, kept in sync with the disk.
+
+A :class:`Folder` is shared by everyone in the process who opened that
+directory (the :class:`~mailstack.store.store.MailStore` hands out one
+object per path), so that POP3, IMAP sessions and local delivery see one
+view and one set of listeners.
+
+Design note (races and invariants), after Dovecot's ``maildir-sync.c``:
+
+* The message key is the base name; the UID comes from ``dovecot-uidlist``
+  (:mod:`.uidlist`).  A sync reads ``new/`` *before* ``cur/``: a message
+  moved from new/ to cur/ during the scan is then seen at least once.
+* A rename inside ``cur/`` (a flag change by another process) may hide a
+  file from one ``readdir()``.  A message is therefore declared expunged
+  only when it is missing from a scan during which neither directory
+  changed (mtimes before and after equal) *and* from a second such scan.
+* UIDs for new files are assigned under the uidlist dot-lock, after
+  re-reading the list, in file-name (delivery time) order.  Files that
+  vanished in between are not given a UID.
+* Flag changes rename ``cur/BASE:2,OLD`` to ``cur/BASE:2,NEW``; when the
+  source is gone (someone else renamed it) the folder is rescanned for the
+  base and the rename retried once; a message that is gone is expunged.
+* Listeners are told about changes in the reactor thread (through
+  ``callFromThread``), after the folder's state has changed.
+
+Every method that touches the disk blocks (readdir, rename, fsync, lock
+waits): call them through :meth:`MailStore.run` or ``deferToThread``.  The
+view accessors (:meth:`messages`, :meth:`get`, ``uidvalidity``,
+``uidnext``) only read memory.
+"""
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+from twisted.logger import Logger
+
+from mailstack.store import maildir, uidlist
+from mailstack.store.errors import FolderNotFound
+from mailstack.store.keywords import Keywords
+
+log = Logger(namespace="mailstack.store")
+
+RECENT_FILE = "mailstack-recent"
+_SCAN_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message as the folder last saw it.
+
+    Attributes:
+        uid: its IMAP UID.
+        base: its base name (the key that never changes).
+        subdir: ``"new"`` or ``"cur"``.
+        name: its current file name.
+        size: its size in bytes as stored (LF line ends).
+        vsize: its size with CRLF line ends (RFC822.SIZE, POP3 octets).
+        flags: IMAP system flags and keyword names (never ``\\Recent``).
+    """
+
+    uid: int
+    base: str
+    subdir: str
+    name: str
+    size: int
+    vsize: int
+    flags: frozenset
+
+    @property
+    def relpath(self):
+        """``new/NAME`` or ``cur/NAME``."""
+        return self.subdir + "/" + self.name
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a sync or an operation changed.
+
+    Attributes:
+        added: new :class:`Message` objects, ascending UIDs.
+        expunged: UIDs of messages that are gone.
+        flagged: messages whose flags changed (their new state).
+    """
+
+    added: tuple = ()
+    expunged: tuple = ()
+    flagged: tuple = ()
+
+    def __bool__(self):
+        return bool(self.added or self.expunged or self.flagged)
+
+
+class Folder:
+    """A maildir folder.
+
+    Attributes:
+        name: the IMAP name (``INBOX``, ``Sent``, ``Archive.2024``).
+        path: the maildir directory.
+        mailbox: the :class:`~mailstack.store.mailbox.Mailbox` it belongs to (may be None).
+    """
+
+    def __init__(self, name, path, mailbox=None, reactor=None, fsync=True, hostname=None,
+                 uidvalidity_factory=None):
+        self.name = name
+        self.path = path
+        self.mailbox = mailbox
+        self._reactor = reactor
+        self._fsync = fsync
+        self._hostname = hostname
+        self._uidvalidity_factory = uidvalidity_factory or (lambda: int(time.time()))
+        self._uidlist = uidlist.UidList(path, fsync=fsync)
+        self.keywords = Keywords(path, fsync=fsync)
+        self._lock = threading.RLock()
+        self._files = {}        # base -> (subdir, name), as last scanned
+        self._by_uid = {}       # uid -> Message
+        self._sorted = None     # cached ascending list of Message
+        self._missing = set()   # bases missing from one consistent scan
+        self._info_cache = {}   # info letters -> flags
+        self._synced = False
+        self._listeners = []
+        self.watch = None       # set by the store when change notification runs
+
+    # -- view ------------------------------------------------------------
+
+    @property
+    def uidvalidity(self):
+        """The folder's UIDVALIDITY (after the first sync)."""
+        return self._uidlist.uidvalidity
+
+    @property
+    def uidnext(self):
+        """The UID the next message will get (after the first sync)."""
+        return self._uidlist.next_uid
+
+    def messages(self):
+        """Return the messages of the last sync as a list in ascending UID order."""
+        with self._lock:
+            if self._sorted is None:
+                self._sorted = [self._by_uid[uid] for uid in sorted(self._by_uid)]
+            return self._sorted
+
+    def get(self, uid):
+        """Return the :class:`Message` with ``uid``, or None."""
+        return self._by_uid.get(uid)
+
+    def exists(self):
+        """Return True when the folder's directory exists.  Blocks (one stat)."""
+        return os.path.isdir(os.path.join(self.path, "cur"))
+
+    # -- listeners ---------------------------------------------------------
+
+    def add_listener(self, listener):
+        """Register ``listener`` for changes; see :class:`~mailstack.store.notify.FolderListener`.
+
+        Call from the reactor thread.  The first listener starts watching
+        the directory for other processes' changes.
+        """
+        self._listeners.append(listener)
+        if len(self._listeners) == 1 and self.watch is not None:
+            self.watch.start()
+
+    def remove_listener(self, listener):
+        """Unregister ``listener``; the last one stops the watch."""
+        try:
+            self._listeners.remove(listener)
+        except ValueError:
+            return
+        if not self._listeners and self.watch is not None:
+            self.watch.stop()
+
+    @property
+    def listeners(self):
+        """The registered listeners (a copy)."""
+        return list(self._listeners)
+
+    def _announce(self, changes):
+        if not changes or not self._listeners:
+            return
+        if self._reactor is None:
+            self._fire(changes)
+        else:
+            self._reactor.callFromThread(self._fire, changes)
+
+    def _fire(self, changes):
+        for listener in list(self._listeners):
+            for method, value in (("messages_added", changes.added),
+                                  ("messages_expunged", changes.expunged),
+                                  ("flags_changed", changes.flagged)):
+                if not value:
+                    continue
+                try:
+                    getattr(listener, method)(self, value)
+                except Exception:
+                    log.failure("listener {listener!r} failed on {method}", listener=listener, method=method)
+
+    # -- sync ------------------------------------------------------------
+
+    def sync(self):
+        """Bring the view up to date with the disk; return :class:`Changes`.  Blocks.
+
+        Gives UIDs to new files (under the uidlist lock), notices messages
+        that were removed or re-flagged by anyone, and tells listeners.
+
+        Raises:
+            FolderNotFound: when the folder's directory does not exist.
+        """
+        with self._lock:
+            changes = self._sync()
+        self._announce(changes)
+        return changes
+
+    def _scan(self):
+        """Return (files, consistent): base -> (subdir, name), and whether no directory changed meanwhile."""
+        new_dir, cur_dir = os.path.join(self.path, "new"), os.path.join(self.path, "cur")
+        try:
+            before = (os.stat(new_dir).st_mtime_ns, os.stat(cur_dir).st_mtime_ns)
+            new_names = os.listdir(new_dir)
+            cur_names = os.listdir(cur_dir)
+            after = (os.stat(new_dir).st_mtime_ns, os.stat(cur_dir).st_mtime_ns)
+        except FileNotFoundError:
+            raise FolderNotFound("folder %s does not exist" % self.name) from None
+        files = {}
+        for name in new_names:
+            if name[0] != ".":
+                files[name.partition(":")[0]] = ("new", name)
+        for name in cur_names:
+            if name[0] != ".":
+                files[name.partition(":")[0]] = ("cur", name)
+        return files, before == after
+
+    def _consistent_scan(self):
+        for _ in range(_SCAN_ATTEMPTS):
+            files, consistent = self._scan()
+            if consistent:
+                return files, True
+        return files, False
+
+    def _sync(self):
+        files, consistent = self._consistent_scan()
+        ul = self._uidlist
+        ul.refresh()
+        unknown = [b for b in files if b not in ul.by_base]
+        if unknown or not ul.uidvalidity:
+            self._assign(files, unknown)
+        gone = [r.uid for b, r in ul.by_base.items() if b not in files]
+        if gone:
+            # A second consistent scan confirms what the first one missed.
+            files2, consistent2 = self._consistent_scan()
+            for base, where in files2.items():
+                files.setdefault(base, where)
+            consistent = consistent and consistent2
+            gone = [uid for uid in gone if ul.by_uid[uid].base not in files]
+            if gone and consistent:
+                self._drop(gone)
+        self._files = files
+        return self._rebuild(files)
+
+    def _assign(self, files, unknown):
+        lock = self._uidlist.lock()
+        try:
+            ul = self._uidlist
+            todo = []
+            for base in unknown:
+                if base in ul.by_base:
+                    continue
+                subdir, name = files[base]
+                if os.path.exists(os.path.join(self.path, subdir, name)):
+                    todo.append(base)
+                else:
+                    del files[base]
+            todo.sort(key=_delivery_order)
+            ul.assign(lock, todo, self._uidvalidity_factory)
+        finally:
+            lock.release()
+
+    def _drop(self, uids):
+        lock = self._uidlist.lock()
+        try:
+            self._uidlist.drop(lock, uids)
+        finally:
+            lock.release()
+
+    def _flags_for(self, info):
+        flags = self._info_cache.get(info)
+        if flags is None:
+            system, letters, _other = maildir.split_info(info)
+            flags = system | frozenset(self.keywords.names_for(letters))
+            if len(self._info_cache) < 4096:
+                self._info_cache[info] = flags
+        return flags
+
+    def _message(self, uid, base, subdir, name):
+        info = name[len(base) + 3:] if len(name) > len(base) else ""
+        size = vsize = None
+        if ",S=" in base or ",W=" in base:
+            parsed = maildir.parse(base)
+            size, vsize = parsed.size, parsed.vsize
+        if size is None:
+            try:
+                size = os.stat(os.path.join(self.path, subdir, name)).st_size
+            except FileNotFoundError:
+                size = 0
+        if vsize is None:
+            vsize = size
+        return Message(uid, base, subdir, name, size, vsize, self._flags_for(info))
+
+    def _rebuild(self, files):
+        old = self._by_uid
+        current = {}
+        added, flagged = [], []
+        by_base = self._uidlist.by_base
+        for base, (subdir, name) in files.items():
+            record = by_base.get(base)
+            if record is None:
+                continue
+            uid = record.uid
+            previous = old.get(uid)
+            if previous is not None and previous.name == name and previous.subdir == subdir:
+                current[uid] = previous
+                continue
+            message = self._message(uid, base, subdir, name)
+            current[uid] = message
+            if previous is None:
+                added.append(message)
+            elif previous.flags != message.flags:
+                flagged.append(message)
+        expunged = sorted(uid for uid in old if uid not in current)
+        self._by_uid = current
+        self._sorted = None
+        self._synced = True
+        added.sort(key=lambda m: m.uid)
+        flagged.sort(key=lambda m: m.uid)
+        return Changes(tuple(added), tuple(expunged), tuple(flagged))
+
+    def _ensure_synced(self):
+        if not self._synced:
+            self._announce(self._sync())
+
+    # -- reading -----------------------------------------------------------
+
+    def open_message(self, uid):
+        """Open message ``uid`` for reading (binary file object).  Blocks.
+
+        Follows a rename by another process.
+
+        Raises:
+            KeyError: when there is no such message (or it was expunged meanwhile).
+        """
+        with self._lock:
+            self._ensure_synced()
+            for attempt in range(2):
+                message = self._by_uid.get(uid)
+                if message is None:
+                    raise KeyError(uid)
+                try:
+                    return open(os.path.join(self.path, message.subdir, message.name), "rb")
+                except FileNotFoundError:
+                    self._announce(self._sync())
+            raise KeyError(uid)
+
+    def read(self, uid):
+        """Return the bytes of message ``uid`` (LF line ends).  Blocks.  Raises KeyError."""
+        with self.open_message(uid) as handle:
+            return handle.read()
+
+    def internaldate(self, uid):
+        """Return the internal date (file mtime, seconds) of ``uid``.  Blocks.  Raises KeyError."""
+        with self.open_message(uid) as handle:
+            return os.fstat(handle.fileno()).st_mtime
+
+    # -- changing ------------------------------------------------------------
+
+    def store_flags(self, uids, flags, mode="set"):
+        """Change the flags of ``uids``; return the changed messages.  Blocks.
+
+        Args:
+            uids: UIDs to change; unknown ones are skipped.
+            flags: IMAP flags (``\\Seen``...) and keyword names.
+            mode: ``"set"`` (replace), ``"add"`` or ``"remove"``.
+
+        Raises:
+            KeywordLimitError: when a new keyword would be the 27th.
+        """
+        flags = frozenset(f for f in flags if f.lower() != "\\recent")
+        system = frozenset(f for f in flags if f in maildir.SYSTEM_FLAGS)
+        words = [f for f in flags if not f.startswith("\\")]
+        with self._lock:
+            self._ensure_synced()
+            letters = self.keywords.letters_for(words, create=mode != "remove")
+            changed = []
+            for uid in uids:
+                message = self._rename_flags(uid, system, letters, mode)
+                if message is not None:
+                    changed.append(message)
+            self._sorted = None
+        changes = Changes(flagged=tuple(changed))
+        self._announce(changes)
+        return changed
+
+    def _rename_flags(self, uid, system, letters, mode):
+        for attempt in range(2):
+            message = self._by_uid.get(uid)
+            if message is None:
+                return None
+            old_info = message.name[len(message.base) + 3:] if message.subdir == "cur" and \
+                message.name.startswith(message.base + maildir.INFO_SEP) else ""
+            old_system, old_letters, other = maildir.split_info(old_info)
+            if mode == "add":
+                new_system, new_letters = old_system | system, set(old_letters) | set(letters)
+            elif mode == "remove":
+                new_system, new_letters = old_system - system, set(old_letters) - set(letters)
+            else:
+                new_system, new_letters = system, set(letters)
+            info = maildir.info_letters(new_system, "".join(new_letters) + other)
+            new_name = message.base + maildir.INFO_SEP + info
+            if new_name == message.name and message.subdir == "cur":
+                return None
+            src = os.path.join(self.path, message.subdir, message.name)
+            dst = os.path.join(self.path, "cur", new_name)
+            try:
+                os.rename(src, dst)
+            except FileNotFoundError:
+                self._announce(self._sync())
+                continue
+            updated = Message(uid, message.base, "cur", new_name, message.size, message.vsize,
+                              self._flags_for(info))
+            self._by_uid[uid] = updated
+            self._files[message.base] = ("cur", new_name)
+            return updated if updated.flags != message.flags else None
+        return None
+
+    def expunge(self, uids):
+        """Remove the messages ``uids``; return the UIDs actually removed.  Blocks.
+
+        The files are unlinked, the uidlist rewritten without them, and the
+        mailbox quota (``maildirsize``) lowered.
+        """
+        removed, freed = [], 0
+        with self._lock:
+            self._ensure_synced()
+            for uid in sorted(set(uids)):
+                message = self._by_uid.get(uid)
+                if message is None:
+                    continue
+                try:
+                    os.unlink(os.path.join(self.path, message.subdir, message.name))
+                except FileNotFoundError:
+                    self._announce(self._sync())
+                    message = self._by_uid.get(uid)
+                    if message is None:
+                        continue
+                    try:
+                        os.unlink(os.path.join(self.path, message.subdir, message.name))
+                    except FileNotFoundError:
+                        continue
+                removed.append(uid)
+                freed += message.size
+                del self._by_uid[uid]
+                self._files.pop(message.base, None)
+            if removed:
+                self._sorted = None
+                self._drop(removed)
+        if removed and self.mailbox is not None:
+            self.mailbox.quota.update(-freed, -len(removed))
+        changes = Changes(expunged=tuple(removed))
+        self._announce(changes)
+        return removed
+
+    def append(self, data, flags=(), internaldate=None):
+        """Store a new message with ``flags``; return its :class:`Message` with its UID.  Blocks.
+
+        This is IMAP APPEND and the delivery path: the quota is checked,
+        the file delivered safely (:func:`.maildir.deliver`), and its UID
+        assigned at once so that APPENDUID can be answered.
+
+        Raises:
+            QuotaExceeded: when the message does not fit.
+            KeywordLimitError: when a new keyword would be the 27th.
+            FolderNotFound: when the folder does not exist.
+        """
+        flags = frozenset(f for f in flags if f.lower() != "\\recent")
+        system = frozenset(f for f in flags if f in maildir.SYSTEM_FLAGS)
+        words = [f for f in flags if not f.startswith("\\")]
+        if not self.exists():
+            raise FolderNotFound("folder %s does not exist" % self.name)
+        info = None
+        if flags:
+            info = maildir.info_letters(system, self.keywords.letters_for(words))
+        quota = self.mailbox.quota if self.mailbox is not None else None
+        reserved = []
+
+        def before_commit(tmp_path):
+            if quota is not None:
+                size = os.stat(tmp_path).st_size
+                quota.reserve(size, 1)
+                reserved.append(size)
+
+        delivered = maildir.deliver(self.path, data, info=info, hostname=self._hostname,
+                                    mtime=internaldate, fsync=self._fsync, before_commit=before_commit)
+        with self._lock:
+            lock = self._uidlist.lock()
+            try:
+                self._uidlist.assign(lock, [delivered.base], self._uidvalidity_factory)
+            finally:
+                lock.release()
+            uid = self._uidlist.by_base[delivered.base].uid
+            subdir = "new" if info is None else "cur"
+            self._files[delivered.base] = (subdir, delivered.name)
+            message = self._message(uid, delivered.base, subdir, delivered.name)
+            known = self._synced
+            if known:
+                self._by_uid[uid] = message
+                self._sorted = None
+        if known:
+            self._announce(Changes(added=(message,)))
+        return message
+
+    def copy_to(self, uids, target):
+        """Copy ``uids`` with their flags into ``target`` (a Folder); return ``[(uid, new Message)]``.  Blocks.
+
+        Raises:
+            QuotaExceeded: when a copy does not fit (earlier copies stay).
+        """
+        result = []
+        for uid in sorted(set(uids)):
+            message = self._by_uid.get(uid)
+            if message is None:
+                continue
+            try:
+                with self.open_message(uid) as handle:
+                    data = handle.read()
+                    mtime = os.fstat(handle.fileno()).st_mtime
+            except KeyError:
+                continue
+            message = self._by_uid.get(uid) or message
+            result.append((uid, target.append(data, message.flags, internaldate=mtime)))
+        return result
+
+    def claim_recent(self):
+        """Return the UIDs that are ``\\Recent`` for the caller, and clear them for everyone else.  Blocks.
+
+        Dovecot keeps "the first recent UID" in its index; mailstack keeps it
+        in the folder's ``mailstack-recent`` file (one decimal number), updated
+        under its own dot-lock: the first session that claims a message sees
+        it as recent, later ones do not (RFC 3501 §2.3.2).
+        """
+        from mailstack.store import dotlock
+        with self._lock:
+            self._ensure_synced()
+            path = os.path.join(self.path, RECENT_FILE)
+            lock = dotlock.acquire(path)
+            try:
+                try:
+                    with open(path) as handle:
+                        first = int(handle.read().strip() or "1")
+                except (FileNotFoundError, ValueError):
+                    first = 1
+                # Only what this view has seen is claimed: a message another
+                # process numbered but we have not synced yet stays recent.
+                seen = max(self._by_uid, default=0) + 1
+                recent = {uid for uid in self._by_uid if uid >= first}
+                if seen > first:
+                    lock.replace(b"%d\n" % seen, fsync=self._fsync)
+            finally:
+                lock.release()
+            return recent
+
+
+def _delivery_order(base):
+    head, _, _rest = base.partition(".")
+    return (int(head) if head.isdigit() else 0, base)

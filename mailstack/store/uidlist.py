@@ -1,0 +1,275 @@
+# -*- test-case-name: tests.store.test_uidlist -*-
+"""Persistent IMAP UIDs in Dovecot's ``dovecot-uidlist`` (version 3).
+
+Format, as Dovecot 2.3 writes it::
+
+    3 V1795424284 N3 Gd0df820e1c00046bed3c000083ecc375
+    1 :1795424284.M246834P15597.vm,S=11,W=12
+    2 W2048 :1795424284.M249286P15597.vm,S=11
+
+The header holds the version, UIDVALIDITY (``V``), the next UID (``N``) and
+the folder GUID (``G``); unknown header fields are kept.  Each record is a
+UID, optional extension fields (``W`` virtual size, ``P`` POP3 UIDL, ``O``
+POP3 order, ``G`` GUID, kept as they are) and ``:`` plus the message's base
+name.  Records are in ascending UID order.  The next UID is the larger of
+``N`` and the last record's UID plus one, because appended records do not
+update the header.
+
+Design note (races and invariants), after Dovecot's ``maildir-uidlist.c``:
+
+* Only the holder of the dot-lock ``dovecot-uidlist.lock`` hands out UIDs.
+  Under the lock the file is re-read first, so a UID given by another
+  process is never given again, and ``N`` never goes backwards.
+* New records are *appended* with one ``write()`` on an ``O_APPEND``
+  descriptor, then fsynced; the lock is released after.  Readers take no
+  lock: they re-read the file when its inode or size changes, read only
+  what was appended when the inode is the same, and ignore a last line
+  without its newline (a writer in the middle of its write).
+* Dropping records (expunges) rewrites the whole file into the lock file
+  and renames it over the list: readers see the old or the new list, never
+  a mix, and the rename releases the lock.
+* A base name is the key: renaming a message between ``new/`` and ``cur/``
+  or changing its flags never changes its UID.
+
+All methods that touch the file block; call them from a thread.
+"""
+
+import os
+import secrets
+from dataclasses import dataclass
+
+from mailstack.store import dotlock
+
+FILENAME = "dovecot-uidlist"
+VERSION = 3
+
+
+@dataclass
+class Record:
+    """One line of the uidlist.
+
+    Attributes:
+        uid: the message's IMAP UID.
+        base: its base name.
+        ext: extension fields as written (``"W2048 P0001"``), or "".
+    """
+
+    uid: int
+    base: str
+    ext: str = ""
+
+
+class UidListError(Exception):
+    """The uidlist file is corrupt beyond what can be ignored."""
+
+
+class UidList:
+    """The UID list of one folder, as last read from disk.
+
+    Attributes:
+        path: the ``dovecot-uidlist`` file.
+        uidvalidity: the folder's UIDVALIDITY (0 until the file exists).
+        next_uid: the next UID to hand out.
+        guid: the folder GUID (32 hex digits).
+        by_base: base name -> :class:`Record`.
+        by_uid: UID -> :class:`Record`.
+    """
+
+    def __init__(self, folder_path, fsync=True, lock_timeout=300.0, stale_timeout=120.0):
+        self.path = os.path.join(folder_path, FILENAME)
+        self._fsync = fsync
+        self._lock_timeout = lock_timeout
+        self._stale_timeout = stale_timeout
+        self.uidvalidity = 0
+        self.next_uid = 1
+        self.guid = ""
+        self._header_ext = ""
+        self.by_base = {}
+        self.by_uid = {}
+        self._inode = None
+        self._offset = 0
+        self._last_uid = 0
+
+    # -- reading -------------------------------------------------------
+
+    def refresh(self):
+        """Bring the in-memory list up to date with the file; return True if it changed."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            changed = self._inode is not None
+            self._reset()
+            return changed
+        try:
+            st = os.fstat(fd)
+            if st.st_ino == self._inode and st.st_size == self._offset:
+                return False
+            if st.st_ino == self._inode and st.st_size > self._offset:
+                os.lseek(fd, self._offset, os.SEEK_SET)
+                data = _read_all(fd)
+                self._parse(data, header=False)
+                return True
+            data = _read_all(fd)
+        finally:
+            os.close(fd)
+        self._reset()
+        self._inode = st.st_ino
+        self._parse(data, header=True)
+        return True
+
+    def _reset(self):
+        self.uidvalidity, self.next_uid, self.guid, self._header_ext = 0, 1, "", ""
+        self.by_base, self.by_uid = {}, {}
+        self._inode, self._offset, self._last_uid = None, 0, 0
+
+    def _parse(self, data, header):
+        end = data.rfind(b"\n") + 1
+        self._offset += end
+        lines = data[:end].decode("utf-8", "surrogateescape").split("\n")[:-1]
+        start = 0
+        version = VERSION
+        if header:
+            if not lines:
+                self._offset = 0
+                return
+            version = self._parse_header(lines[0])
+            start = 1
+        for line in lines[start:]:
+            record = _parse_record(line, version)
+            if record is None or record.uid <= self._last_uid:
+                continue  # Dovecot also skips broken or out-of-order lines
+            old = self.by_base.pop(record.base, None)
+            if old is not None:
+                self.by_uid.pop(old.uid, None)
+            self.by_base[record.base] = record
+            self.by_uid[record.uid] = record
+            self._last_uid = record.uid
+        self.next_uid = max(self.next_uid, self._last_uid + 1)
+
+    def _parse_header(self, line):
+        fields = line.split()
+        if not fields or not fields[0].isdigit():
+            raise UidListError("%s: bad header %r" % (self.path, line))
+        version = int(fields[0])
+        if version == 1 and len(fields) >= 3:
+            self.uidvalidity, self.next_uid = int(fields[1]), int(fields[2])
+            return 1
+        if version != 3:
+            raise UidListError("%s: unsupported version %d" % (self.path, version))
+        extra = []
+        for field in fields[1:]:
+            key, value = field[:1], field[1:]
+            if key == "V" and value.isdigit():
+                self.uidvalidity = int(value)
+            elif key == "N" and value.isdigit():
+                self.next_uid = int(value)
+            elif key == "G":
+                self.guid = value
+            else:
+                extra.append(field)
+        self._header_ext = " ".join(extra)
+        return 3
+
+    # -- writing (dot-lock held) ---------------------------------------
+
+    def lock(self):
+        """Take the uidlist dot-lock and refresh; return the :class:`~.dotlock.DotLock`.  Blocks."""
+        held = dotlock.acquire(self.path, timeout=self._lock_timeout, stale_timeout=self._stale_timeout)
+        try:
+            self.refresh()
+        except BaseException:
+            held.release()
+            raise
+        return held
+
+    def assign(self, lock, bases, uidvalidity_factory):
+        """Give UIDs to the ``bases`` that have none, in the order given; return the new records.
+
+        Must be called with ``lock`` (from :meth:`lock`) held; the lock stays held.
+
+        Args:
+            lock: the held dot-lock.
+            bases: base names of messages found in the folder.
+            uidvalidity_factory: called for a UIDVALIDITY when the list does not exist yet.
+        """
+        new = []
+        for base in bases:
+            if base in self.by_base:
+                continue
+            record = Record(self.next_uid, base)
+            self.next_uid += 1
+            self.by_base[base] = record
+            self.by_uid[record.uid] = record
+            self._last_uid = record.uid
+            new.append(record)
+        if self._inode is None:
+            if not self.uidvalidity:
+                self.uidvalidity = uidvalidity_factory()
+                self.guid = secrets.token_hex(16)
+            self._write_all(lock)
+            return new
+        if new:
+            text = "".join(_format_record(r) for r in new).encode("utf-8", "surrogateescape")
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            try:
+                view = memoryview(text)
+                while view:
+                    view = view[os.write(fd, view):]
+                if self._fsync:
+                    os.fsync(fd)
+                self._offset = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+        return new
+
+    def drop(self, lock, uids):
+        """Remove the records of ``uids`` and rewrite the file, releasing ``lock``."""
+        for uid in uids:
+            record = self.by_uid.pop(uid, None)
+            if record is not None:
+                self.by_base.pop(record.base, None)
+        self._write_all(lock)
+
+    def _write_all(self, lock):
+        header = "%d V%d N%d G%s" % (VERSION, self.uidvalidity, self.next_uid, self.guid)
+        if self._header_ext:
+            header += " " + self._header_ext
+        parts = [header + "\n"]
+        parts.extend(_format_record(self.by_uid[uid]) for uid in sorted(self.by_uid))
+        data = "".join(parts).encode("utf-8", "surrogateescape")
+        lock.replace(data, fsync=self._fsync)
+        st = os.stat(self.path)
+        self._inode, self._offset = st.st_ino, len(data)
+
+
+def _read_all(fd):
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _parse_record(line, version):
+    uid, _, rest = line.partition(" ")
+    if not uid.isdigit() or not rest:
+        return None
+    if version == 1:
+        return Record(int(uid), rest.partition(":")[0])
+    if rest.startswith(":"):
+        ext, name = "", rest[1:]
+    else:
+        index = rest.find(" :")
+        if index < 0:
+            return None
+        ext, name = rest[:index], rest[index + 2:]
+    if not name:
+        return None
+    return Record(int(uid), name.partition(":")[0], ext)
+
+
+def _format_record(record):
+    if record.ext:
+        return "%d %s :%s\n" % (record.uid, record.ext, record.base)
+    return "%d :%s\n" % (record.uid, record.base)
