@@ -102,6 +102,7 @@ REQUEST_TIMEOUT = 60.0
 MAX_PENDING_REQUESTS = 1024
 
 _TEMP_FAIL_REASON = "Temporary authentication failure, try again later"
+_PLAINTEXT_REFUSED = "Plaintext authentication disallowed on non-secure (SSL/TLS) connections"
 
 log = Logger(namespace="mailstack.auth")
 
@@ -322,7 +323,13 @@ class DovecotAuthServer(LineOnlyReceiver):
         try:
             session = self.factory.auth.start(mechanism, request)
         except UnknownMechanism:
-            raise ProtocolError("requested unsupported authentication mechanism %s" % mechanism) from None
+            # Advertised, but not for this request: a plaintext mechanism on a connection that is
+            # neither TLS nor trusted while disable_plaintext_auth = yes.
+            log.info("{service}(?,{rip},<{session}>): {mechanism} refused: {reason}", service=service,
+                     rip=request.remote_ip, session=request.session, mechanism=mechanism,
+                     reason=_PLAINTEXT_REFUSED)
+            self._send_lines(["FAIL\t%d\treason=%s" % (request_id, _PLAINTEXT_REFUSED)])
+            return
         pending = self._requests[request_id] = _Request(request_id, mechanism, session, request)
         pending.final_resp_ok = options.get("final-resp-ok") is True
         self._run_step(pending, initial)
@@ -435,8 +442,10 @@ class DovecotAuthServer(LineOnlyReceiver):
                  mechanism=pending.mechanism, lip=request.local_ip, tls=", secured" if request.secure else "")
 
     def _log_failure(self, pending, reason, temporary):
+        # The auth service has logged the reason already (at info with auth_verbose = yes,
+        # as an error for internal failures); this line only ties it to the request id.
         request = pending.request
-        log.info("{service}({user},{rip},<{session}>): {mechanism} authentication failed{temp}: {reason}",
+        log.debug("{service}({user},{rip},<{session}>): {mechanism} authentication failed{temp}: {reason}",
                  service=request.service, user=pending.user or "?", rip=request.remote_ip,
                  session=request.session, mechanism=pending.mechanism,
                  temp=" (temporary)" if temporary else "", reason=reason or "unknown reason")
