@@ -22,6 +22,9 @@ from mailstack.config.maincf import ConfigError
 COMMANDS = {
     "init": ("mailstack.admin.init", "write a complete, working configuration directory"),
     "postconf": ("mailstack.admin.conf", "show or edit main.cf parameters, as Postfix's postconf"),
+    "pw": ("mailstack.admin.pw", "generate or check password hashes, as doveadm pw"),
+    "user": ("mailstack.admin.user", "add, remove, list and show users (passwd-file, userdb)"),
+    "auth": ("mailstack.admin.authtest", "test a user's login against the passdb, as doveadm auth test"),
 }
 
 

@@ -213,12 +213,31 @@ class AuthService:
 
     async def verify_plain(self, user, password, request):
         """Check a plaintext login (POP3 USER/PASS, IMAP LOGIN); return a final :class:`SASLStep`."""
+        return await self.finish(await self.check_plain(user, password, request), request)
+
+    async def check_plain(self, user, password, request):
+        """Like :meth:`verify_plain` but without the failure delay: for admin tools (``mailstack auth test``)."""
         if not self._plaintext_allowed(request.secure):
-            step = self._fail(request, "login", user, "Plaintext authentication disallowed on non-secure "
+            return self._fail(request, "login", user, "Plaintext authentication disallowed on non-secure "
                               "(SSL/TLS) connections")
-        else:
-            step = await self._verify_plain(user, password, "", request)
-        return await self.finish(step, request)
+        return await self._verify_plain(user, password, "", request)
+
+    async def passdb_fields(self, user):
+        """Return the passdb's fields for ``user`` (without the password), or None when unknown.
+
+        Raises:
+            AuthTemporaryError: when the passdb cannot answer.
+        """
+        try:
+            name = self._normalise(user)
+            entry = await self._passdb_lookup(self.passdb, "passdb", name) if self.passdb else None
+        except usernames.UsernameError:
+            return None
+        except PassdbError as err:
+            raise AuthTemporaryError(str(err)) from None
+        if entry is None:
+            return None
+        return dict(entry.fields, user=entry.user)
 
     async def finish(self, step, request):
         """Apply the failure delay to a final step, then return it (used by :class:`SASLSession`)."""
