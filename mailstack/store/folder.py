@@ -384,9 +384,7 @@ class Folder:
         Raises:
             KeywordLimitError: when a new keyword would be the 27th.
         """
-        flags = frozenset(f for f in flags if f.lower() != "\\recent")
-        system = frozenset(f for f in flags if f in maildir.SYSTEM_FLAGS)
-        words = [f for f in flags if not f.startswith("\\")]
+        flags, system, words = _split_flags(flags)
         with self._lock:
             self._ensure_synced()
             letters = self.keywords.letters_for(words, create=mode != "remove")
@@ -481,9 +479,7 @@ class Folder:
             KeywordLimitError: when a new keyword would be the 27th.
             FolderNotFound: when the folder does not exist.
         """
-        flags = frozenset(f for f in flags if f.lower() != "\\recent")
-        system = frozenset(f for f in flags if f in maildir.SYSTEM_FLAGS)
-        words = [f for f in flags if not f.startswith("\\")]
+        flags, system, words = _split_flags(flags)
         if not self.exists():
             raise FolderNotFound("folder %s does not exist" % self.name)
         info = None
@@ -567,6 +563,19 @@ class Folder:
             finally:
                 lock.release()
             return recent
+
+
+def _split_flags(flags):
+    """Return (flags, system flags, keyword names); system flags case-insensitively, no \\Recent."""
+    system, words = set(), []
+    for flag in flags:
+        if flag.startswith("\\"):
+            canonical = maildir.CANONICAL_FLAGS.get(flag.lower())
+            if canonical is not None:
+                system.add(canonical)
+        elif flag:
+            words.append(flag)
+    return frozenset(system) | frozenset(words), frozenset(system), words
 
 
 def _delivery_order(base):

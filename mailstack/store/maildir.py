@@ -39,6 +39,7 @@ INFO_SEP = ":2,"
 FLAG_LETTERS = {"\\Draft": "D", "\\Flagged": "F", "\\Answered": "R", "\\Seen": "S", "\\Deleted": "T"}
 LETTER_FLAGS = {v: k for k, v in FLAG_LETTERS.items()}
 SYSTEM_FLAGS = frozenset(FLAG_LETTERS)
+CANONICAL_FLAGS = {f.lower(): f for f in FLAG_LETTERS}
 
 TMP_MAX_AGE = 36 * 3600
 

@@ -1,0 +1,145 @@
+"""Folders: persistent UIDs, flags and keywords in file names, expunge, \\Recent, copy."""
+
+import os
+
+import pytest
+
+from mailstack.store.keywords import KeywordLimitError
+from mailstack.store.store import MailStore
+
+
+def _reopen(mailbox, tmp_path):
+    """The same maildir seen by a fresh store, as after a restart."""
+    return MailStore(hostname="other").mailbox("alice@example.test", str(tmp_path / "home")).folder()
+
+
+def test_uids_persist_across_restart(mailbox, tmp_path):
+    """A second store (a restart) sees the same UIDVALIDITY and UIDs."""
+    for i in range(3):
+        mailbox.deliver(b"Subject: %d\n\nx\n" % i)
+    inbox = mailbox.folder()
+    inbox.sync()
+    before = [(m.uid, m.base) for m in inbox.messages()]
+    again = _reopen(mailbox, tmp_path)
+    again.sync()
+    assert [(m.uid, m.base) for m in again.messages()] == before == [(1, before[0][1]), (2, before[1][1]),
+                                                                    (3, before[2][1])]
+    assert again.uidvalidity == inbox.uidvalidity and again.uidnext == 4
+
+
+def test_external_rename_keeps_uid(mailbox):
+    """A message moved new/ -> cur/ and re-flagged by another program (mutt) keeps its UID."""
+    first = mailbox.deliver(b"a\n")
+    second = mailbox.deliver(b"b\n")
+    inbox = mailbox.folder()
+    inbox.sync()
+    os.rename(os.path.join(inbox.path, "new", second.name),
+              os.path.join(inbox.path, "cur", second.name + ":2,RS"))
+    changes = inbox.sync()
+    assert changes.flagged[0].uid == second.uid and changes.flagged[0].flags == {"\\Answered", "\\Seen"}
+    assert [m.uid for m in inbox.messages()] == [first.uid, second.uid]
+    assert not changes.added and not changes.expunged
+
+
+def test_store_flags_and_keywords(mailbox):
+    """STORE-style changes rename into cur/ with sorted letters and dovecot-keywords letters."""
+    msg = mailbox.deliver(b"a\n")
+    inbox = mailbox.folder()
+    inbox.sync()
+    changed = inbox.store_flags([msg.uid], {"\\Seen", "$Forwarded", "\\Recent"}, "set")
+    assert changed[0].flags == {"\\Seen", "$Forwarded"}
+    inbox.store_flags([msg.uid], {"\\Flagged", "Junk"}, "add")
+    inbox.store_flags([msg.uid], {"\\Seen"}, "remove")
+    now = inbox.get(msg.uid)
+    assert now.name == msg.base + ":2,Fab" and now.subdir == "cur"
+    assert now.flags == {"\\Flagged", "$Forwarded", "Junk"}
+    with open(os.path.join(inbox.path, "dovecot-keywords")) as handle:
+        assert handle.read() == "0 $Forwarded\n1 Junk\n"
+    assert inbox.store_flags([msg.uid], {"\\flagged"}, "add") == []  # case-insensitive, already set
+    assert inbox.sync().flagged == ()
+
+
+def test_keyword_limit(mailbox):
+    """A 27th keyword in a folder is refused, as in Dovecot."""
+    msg = mailbox.deliver(b"a\n")
+    inbox = mailbox.folder()
+    inbox.sync()
+    inbox.store_flags([msg.uid], {"k%d" % i for i in range(26)}, "add")
+    with pytest.raises(KeywordLimitError):
+        inbox.store_flags([msg.uid], {"one-too-many"}, "add")
+    assert len(inbox.get(msg.uid).flags) == 26
+
+
+def test_expunge_and_external_delete(mailbox, tmp_path):
+    """Expunge removes file and uidlist record; a file deleted by another program is expunged on sync."""
+    msgs = [mailbox.deliver(b"m%d\n" % i) for i in range(3)]
+    inbox = mailbox.folder()
+    inbox.sync()
+    assert inbox.expunge([msgs[0].uid, 99]) == [msgs[0].uid]
+    os.unlink(os.path.join(inbox.path, "new", msgs[1].name))
+    assert inbox.sync().expunged == (msgs[1].uid,)
+    assert [m.uid for m in inbox.messages()] == [msgs[2].uid]
+    with open(os.path.join(inbox.path, "dovecot-uidlist")) as handle:
+        lines = handle.read().splitlines()
+    assert lines[0].split()[2] == "N4" and lines[1:] == ["3 :" + msgs[2].base]
+    fresh = _reopen(mailbox, tmp_path)
+    fresh.sync()
+    assert [m.uid for m in fresh.messages()] == [3] and fresh.uidnext == 4
+
+
+def test_recent_is_seen_by_one_session(mailbox, tmp_path):
+    """\\Recent: the first session to claim gets the new UIDs, the next one gets none."""
+    mailbox.deliver(b"a\n")
+    mailbox.deliver(b"b\n")
+    inbox = mailbox.folder()
+    inbox.sync()
+    assert inbox.claim_recent() == {1, 2}
+    other = _reopen(mailbox, tmp_path)
+    other.sync()
+    assert other.claim_recent() == set()
+    mailbox.deliver(b"c\n")
+    other.sync()
+    assert other.claim_recent() == {3}
+    assert inbox.claim_recent() == set()
+
+
+def test_append_returns_uid_and_read(mailbox):
+    """APPEND gives the UID at once; the message reads back with LF line ends and its date."""
+    inbox = mailbox.folder()
+    inbox.sync()
+    msg = inbox.append(b"Subject: hi\r\n\r\nbody\r\n", {"\\Seen"}, internaldate=1000000000)
+    assert msg.uid == 1 and msg.flags == {"\\Seen"} and msg.vsize == 21 and msg.size == 18
+    assert inbox.read(1) == b"Subject: hi\n\nbody\n"
+    assert inbox.internaldate(1) == 1000000000
+    assert [m.uid for m in inbox.messages()] == [1]
+
+
+def test_read_follows_external_rename(mailbox):
+    """Reading a message renamed by someone else since the last sync still works."""
+    msg = mailbox.deliver(b"x\n")
+    inbox = mailbox.folder()
+    inbox.sync()
+    os.rename(os.path.join(inbox.path, "new", msg.name), os.path.join(inbox.path, "cur", msg.name + ":2,S"))
+    assert inbox.read(msg.uid) == b"x\n"
+    assert inbox.get(msg.uid).flags == {"\\Seen"}
+
+
+def test_copy_to_keeps_flags(mailbox):
+    """COPY puts the message into the target with its flags and a new UID there."""
+    msg = mailbox.deliver(b"x\n", flags={"\\Seen", "Work"})
+    inbox, sent = mailbox.folder(), mailbox.folder("Sent")
+    inbox.sync()
+    sent.sync()
+    pairs = inbox.copy_to([msg.uid], sent)
+    assert [(uid, new.uid, new.flags) for uid, new in pairs] == [(msg.uid, 1, {"\\Seen", "Work"})]
+    assert sent.read(1) == b"x\n"
+
+
+def test_messages_without_size_fields(mailbox):
+    """Files named by other software without S=/W= get their size from stat()."""
+    inbox = mailbox.folder()
+    with open(os.path.join(inbox.path, "cur", "1000.123_4.other:2,S"), "wb") as handle:
+        handle.write(b"12345\n")
+    inbox.sync()
+    message = inbox.messages()[0]
+    assert (message.size, message.flags, message.base) == (6, {"\\Seen"}, "1000.123_4.other")

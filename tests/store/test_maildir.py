@@ -1,0 +1,82 @@
+"""Maildir file names, flags in the info part, and crash-safe delivery."""
+
+import os
+import time
+
+import pytest
+
+from mailstack.store import maildir
+
+
+def test_deliver_names_and_sizes(tmp_path):
+    """A delivery lands in new/ with time, pid, sequence, host, S= and W= in its name."""
+    md = maildir.ensure(str(tmp_path / "Maildir"))
+    result = maildir.deliver(md, b"Subject: x\r\n\r\nbody\r\n", hostname="mx/a:b")
+    assert os.path.exists(result.path) and os.path.dirname(result.path).endswith("/new")
+    assert result.size == 17 and result.vsize == 20
+    secs, rest = result.name.split(".", 1)
+    assert abs(int(secs) - time.time()) < 5
+    assert rest.startswith("M") and "P%dQ" % os.getpid() in rest
+    assert rest.endswith(".mx\\057a\\072b,S=17,W=20")
+    with open(result.path, "rb") as handle:
+        assert handle.read() == b"Subject: x\n\nbody\n"
+    assert os.listdir(os.path.join(md, "tmp")) == []
+
+
+def test_deliver_with_flags_goes_to_cur(tmp_path):
+    """A delivery with info goes straight to cur/ with :2,INFO."""
+    md = maildir.ensure(str(tmp_path / "Maildir"))
+    result = maildir.deliver(md, b"x\n", info="FS", mtime=1000000000)
+    assert result.path.endswith(":2,FS") and "/cur/" in result.path
+    assert os.stat(result.path).st_mtime == 1000000000
+
+
+def test_names_are_unique(tmp_path):
+    """Many deliveries in the same microsecond still get distinct names."""
+    md = maildir.ensure(str(tmp_path / "Maildir"))
+    names = {maildir.deliver(md, b"x\n", fsync=False).base for _ in range(200)}
+    assert len(names) == 200
+
+
+def test_failed_delivery_leaves_nothing(tmp_path):
+    """A delivery aborted before the rename leaves no file in tmp/, new/ or cur/."""
+    md = maildir.ensure(str(tmp_path / "Maildir"))
+
+    def abort(path):
+        assert os.path.exists(path)
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        maildir.deliver(md, b"x\n", before_commit=abort)
+    for sub in ("tmp", "new", "cur"):
+        assert os.listdir(os.path.join(md, sub)) == []
+
+
+def test_clean_tmp_removes_only_old_files(tmp_path):
+    """tmp/ files older than 36 hours are removed, recent ones stay."""
+    md = maildir.ensure(str(tmp_path / "Maildir"))
+    old, new = os.path.join(md, "tmp", "old"), os.path.join(md, "tmp", "new")
+    for path in (old, new):
+        open(path, "w").close()
+    os.utime(old, (time.time() - 37 * 3600,) * 2)
+    assert maildir.clean_tmp(md) == 1
+    assert os.listdir(os.path.join(md, "tmp")) == ["new"]
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("1.M2P3.h,S=10,W=12:2,FS", ("1.M2P3.h,S=10,W=12", "FS", 10, 12)),
+    ("1.M2P3.h", ("1.M2P3.h", None, None, None)),
+    ("1.M2P3.h:2,", ("1.M2P3.h", "", None, None)),
+    ("1.M2P3.h,S=5:1,x", ("1.M2P3.h,S=5", None, 5, None)),
+], ids=["full", "bare", "empty-info", "old-info"])
+def test_parse(name, expected):
+    """File names split into base, info and the S=/W= sizes."""
+    parsed = maildir.parse(name)
+    assert (parsed.base, parsed.info, parsed.size, parsed.vsize) == expected
+
+
+def test_info_letters_sorted_and_split():
+    """Flags become sorted letters; P and keyword letters survive a split."""
+    assert maildir.info_letters({"\\Seen", "\\Draft", "\\Answered", "\\Flagged", "\\Deleted"}, "ca") == "DFRSTac"
+    flags, keywords, other = maildir.split_info("FPSab")
+    assert flags == {"\\Flagged", "\\Seen"} and keywords == "ab" and other == "P"
