@@ -22,6 +22,8 @@ from mailstack.config.maincf import ConfigError
 COMMANDS = {
     "init": ("mailstack.admin.init", "write a complete, working configuration directory"),
     "postconf": ("mailstack.admin.conf", "show or edit main.cf parameters, as Postfix's postconf"),
+    "postmap": ("mailstack.admin.postmap", "build, query and list lookup tables, as Postfix's postmap"),
+    "newaliases": ("mailstack.admin.newaliases", "rebuild the alias database from $alias_database sources"),
     "pw": ("mailstack.admin.pw", "generate or check password hashes, as doveadm pw"),
     "user": ("mailstack.admin.user", "add, remove, list and show users (passwd-file, userdb)"),
     "auth": ("mailstack.admin.authtest", "test a user's login against the passdb, as doveadm auth test"),

@@ -321,6 +321,38 @@ _ALL += _group(
      "Default Maildir++ quota (Dovecot syntax *:storage=1G:messages=10000); empty means none; userdb may override."),
 )
 
+_ALL += _group(
+    "POP3 server",
+    ("pop3_uidl_format", T.STRING, "%08Xu%08Xv",
+     "How POP3 UIDLs are built (Dovecot): %u UID, %v UIDVALIDITY, %g GUID, %f file name; keep Dovecot's default."),
+    ("pop3d_enable_apop", T.BOOL, "no",
+     "Offer APOP (timestamp in the POP3 greeting); it works only for users whose password is stored in plaintext."),
+)
+
+_ALL += _group(
+    "Lookup tables",
+    ("default_database_type", T.Choice("hash", "texthash"), "hash",
+     "The table type postmap and newaliases build when a file name has no type: prefix."),
+    ("parent_domain_matches_subdomains", T.LIST,
+     "debug_peer_list, fast_flush_domains, mynetworks, permit_mx_backup_networks, "
+     "qmqpd_authorized_clients, relay_domains, smtpd_access_maps",
+     "Features where a domain name also matches its subdomains; elsewhere .domain is needed for that."),
+    ("proxy_interfaces", T.LIST, "",
+     "Addresses on which this system receives mail through a proxy or NAT; they count as local."),
+    ("lookup_table_check_interval", T.Time(unit="s"), "1s",
+     "How often an open table file is checked for changes (postmap, edits) and re-read; 0 checks every lookup."),
+)
+
+_ALL += _group(
+    "IMAP server",
+    ("imapd_login_timeout", T.Time(unit="s"), "60s",
+     "How long an IMAP client may take to log in before it is disconnected."),
+    ("imapd_idle_notify_interval", T.Time(unit="s"), "2m",
+     "How often an IMAP session in IDLE is sent '* OK Still here' (Dovecot's imap_idle_notify_interval)."),
+    ("imapd_max_auth_attempts", T.Size(minimum=1), "3",
+     "Failed LOGIN/AUTHENTICATE attempts after which an IMAP connection is closed."),
+)
+
 PARAMS = {p.name: p for p in _ALL}
 
 if len(PARAMS) != len(_ALL):
