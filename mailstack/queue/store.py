@@ -259,7 +259,7 @@ class QueueFileWriter:
             self._buffer += b"\r"
             self._pending_cr = False
         if not envelope.arrival_time:
-            envelope.arrival_time = time.time()
+            envelope.arrival_time = round(time.time(), 6)
         self._flush()
         final = self._queue.path(self._target, self.queue_id)
         fd, tmp, length = self._fd, self._tmp, self._length

@@ -1,0 +1,1 @@
+"""Delivery status notifications: bounces, delay warnings, success notices (RFC 3464)."""

@@ -1,0 +1,559 @@
+# -*- test-case-name: tests.queue.test_qmgr -*-
+"""The queue manager: from incoming/ through the delivery agents to done.
+
+Postfix's qmgr(8), in one reactor:
+
+* **Activation.**  New mail is taken from ``incoming/`` (woken at once by
+  :meth:`MailQueue.notify` in this process, and every
+  ``qmgr_scan_interval`` for mail queued by other processes) and deferred
+  mail whose retry time (the file's mtime) has come from ``deferred/``
+  every ``queue_run_delay``.  At most ``qmgr_message_active_limit``
+  messages are active; incoming mail always fills free slots first, so new
+  mail is preferred over deferred mail under load, and deferred mail that
+  found no slot stays due for the next free one.  A message is activated by
+  ``rename`` into ``active/`` (whoever renames first owns it) and logged
+  ``QUEUEID: from=<s>, size=N, nrcpt=M (queue active)``.
+* **Resolution and scheduling.**  Each pending recipient is resolved
+  (:mod:`mailstack.rewrite.resolve`) and grouped per destination
+  (transport, next hop) into requests of at most
+  ``default_destination_recipient_limit`` recipients
+  (``local_destination_recipient_limit`` for local).  A destination runs
+  at most *window* requests at once: the window starts at
+  ``initial_destination_concurrency``, grows by one after each request
+  that delivered something (slow start) up to
+  ``default_destination_concurrency_limit``
+  (``local_destination_concurrency_limit`` for local) and shrinks by one
+  after a request that only deferred.  Recipients of ``defer_transports``
+  are deferred without an attempt unless the queue was flushed.
+* **Outcome.**  Each status is logged by the agent's name
+  (``mailstack/local: ID: to=<...>, relay=local, delay=..., status=sent``).
+  Delivered and bounced recipients are marked done in the queue file
+  (after their bounce is queued).  When every request of a message has
+  finished, the message is removed (``QUEUEID: removed``) or, if some
+  recipients were deferred, its reasons go to ``defer/ID`` and it moves to
+  ``deferred/`` with its mtime set to the next attempt: now plus its age,
+  clamped to [``minimal_backoff_time``, ``maximal_backoff_time``]; the
+  interval thus doubles with every attempt (Postfix ``qmgr_active.c``).
+  A deferred message older than ``maximal_queue_lifetime``
+  (``bounce_queue_lifetime`` for bounces) is returned to its sender when
+  it next comes up (``status=expired, returned to sender``).  A delay
+  warning goes out once after ``delay_warning_time``.
+* **Crash recovery.**  At start, everything in ``active/`` goes back to
+  ``incoming/`` (only recipients not marked done are tried again) and
+  ``.tmp`` files older than an hour, left by writers that died, are removed.
+* **Flush.**  :meth:`flush` (``postqueue -f``, ``sendmail -q``, also
+  through ``public/flush-ALL`` or ``public/flush-ID`` trigger files that
+  other processes create) makes deferred mail due now and lets
+  ``defer_transports`` deliver.
+
+Time comes from an injected clock (``seconds()``/``callLater``), so
+backoff, lifetimes and warnings are tested with ``task.Clock``.
+
+Parameters read: ``qmgr_message_active_limit``, ``qmgr_scan_interval``,
+``queue_run_delay``, ``minimal_backoff_time``, ``maximal_backoff_time``,
+``maximal_queue_lifetime``, ``bounce_queue_lifetime``,
+``delay_warning_time``, ``default_destination_concurrency_limit``,
+``local_destination_concurrency_limit``, ``initial_destination_concurrency``,
+``default_destination_recipient_limit``, ``local_destination_recipient_limit``,
+``defer_transports``.
+"""
+
+import collections
+import os
+import time
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from mailstack.agents.base import DeliveryRecipient, DeliveryRequest, DeliveryStatus
+from mailstack.bounce.dsn import RecipientReport
+from mailstack.queue import qfile
+from mailstack.queue.store import QueueError
+
+log = Logger(namespace="mailstack.qmgr")
+
+PARAMS = ("qmgr_message_active_limit", "qmgr_scan_interval", "queue_run_delay", "minimal_backoff_time",
+          "maximal_backoff_time", "maximal_queue_lifetime", "bounce_queue_lifetime", "delay_warning_time",
+          "default_destination_concurrency_limit", "local_destination_concurrency_limit",
+          "initial_destination_concurrency", "default_destination_recipient_limit",
+          "local_destination_recipient_limit", "defer_transports")
+
+STALE_TMP_AGE = 3600
+TRIGGER_DIR = "public"
+
+
+def format_delay(seconds):
+    """Format a delay as Postfix does: ``0``, ``0.12``, ``1.5``, ``372``."""
+    if seconds < 0.005:
+        return "0"
+    if seconds < 1:
+        return ("%.2f" % seconds).rstrip("0").rstrip(".")
+    if seconds < 10:
+        return ("%.1f" % seconds).rstrip("0").rstrip(".")
+    return "%d" % round(seconds)
+
+
+def read_defer_log(queue, queue_id):
+    """Return ``{recipient: (dsn, reason)}`` from ``defer/ID`` (empty when there is none)."""
+    result = {}
+    try:
+        with open(queue.path("defer", queue_id), encoding="utf-8") as handle:
+            for line in handle:
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) == 3:
+                    result[qfile.unescape(parts[0])] = (parts[1], qfile.unescape(parts[2]))
+    except FileNotFoundError:
+        pass
+    return result
+
+
+def write_defer_log(queue, queue_id, entries):
+    """Write ``defer/ID``: one ``recipient TAB dsn TAB reason`` line per deferred recipient."""
+    path = queue.path("defer", queue_id)
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        for address, (dsn, reason) in entries.items():
+            handle.write("%s\t%s\t%s\n" % (qfile.escape(address), dsn, qfile.escape(reason)))
+    os.replace(path + ".tmp", path)
+
+
+class _Message:
+    """An active message and what has happened to it during this pass."""
+
+    def __init__(self, queue_id, qf, activated, flushed):
+        self.queue_id = queue_id
+        self.qf = qf
+        self.activated = activated
+        self.flushed = flushed
+        self.outstanding = 0
+        self.statuses = []          # (QueuedRecipient, DeliveryStatus)
+        self._content = None
+
+    def content(self):
+        if self._content is None:
+            self._content = self.qf.read_content()
+        return self._content
+
+
+class _Destination:
+    def __init__(self, key, window, limit):
+        self.key = key
+        self.window = window
+        self.limit = limit
+        self.busy = 0
+        self.jobs = collections.deque()
+
+
+class QueueManager:
+    """Move mail through the queue and hand it to the delivery agents.
+
+    Args:
+        queue: the :class:`~mailstack.queue.MailQueue`.
+        config: the main.cf configuration.
+        agents: ``{transport name: agent}``; an agent has ``async deliver(request)``.
+        resolver: a :class:`~mailstack.rewrite.resolve.Resolver`.
+        bouncer: a :class:`~mailstack.bounce.notices.Bouncer`.
+        clock: ``seconds()`` and ``callLater()``: the reactor, or a ``task.Clock`` in tests.
+    """
+
+    def __init__(self, queue, config, agents, resolver, bouncer, clock):
+        self.queue = queue
+        self.config = config
+        self.agents = agents
+        self.resolver = resolver
+        self.bouncer = bouncer
+        self.clock = clock
+        self.active = {}
+        self.destinations = {}
+        self._running = False
+        self._filling = False
+        self._fill_again = False
+        self._deferred_due = True
+        self._flush_ids = set()
+        self._flush_all = False
+        self._timers = {}
+        self._drained = None
+        self._wake_call = None
+
+    # -- life cycle ---------------------------------------------------------
+
+    def start(self):
+        """Recover active/ and stale temporary files, then start scanning."""
+        self._running = True
+        self.recover()
+        self.queue.add_listener(self.wakeup)
+        self._every("scan", self.config["qmgr_scan_interval"], self._scan_tick)
+        self._every("deferred", self.config["queue_run_delay"], self._deferred_tick)
+        self.wakeup()
+
+    def stop(self):
+        """Stop taking new work; return a Deferred that fires when running deliveries have finished."""
+        self._running = False
+        self.queue.remove_listener(self.wakeup)
+        for call in list(self._timers.values()) + [self._wake_call]:
+            if call is not None and call.active():
+                call.cancel()
+        self._timers.clear()
+        if not self.active:
+            return defer.succeed(None)
+        self._drained = defer.Deferred()
+        return self._drained
+
+    def recover(self):
+        """Put messages left in active/ back into incoming/ and remove dead writers' temporary files."""
+        for queue_id in self.queue.list("active"):
+            if self.queue.move(queue_id, "active", "incoming"):
+                log.info("{queue_id}: recovered from active queue", queue_id=queue_id)
+        now = time.time()
+        for queue in ("incoming", "maildrop"):
+            directory = self.queue.path(queue)
+            for name in os.listdir(directory):
+                if name.endswith(".tmp"):
+                    path = os.path.join(directory, name)
+                    try:
+                        if now - os.stat(path).st_mtime > STALE_TMP_AGE:
+                            os.unlink(path)
+                    except FileNotFoundError:
+                        pass
+
+    def _every(self, name, interval, function):
+        def tick():
+            if not self._running:
+                return
+            self._timers[name] = self.clock.callLater(interval, tick)
+            function()
+        self._timers[name] = self.clock.callLater(interval, tick)
+
+    def _scan_tick(self):
+        self._check_triggers()
+        self.wakeup()
+
+    def _deferred_tick(self):
+        self._deferred_due = True
+        self.wakeup()
+
+    def wakeup(self):
+        """Schedule a scan of the queues (soon, once)."""
+        if not self._running:
+            return
+        if self._wake_call is None or not self._wake_call.active():
+            self._wake_call = self.clock.callLater(0, self._start_fill)
+
+    def flush(self, queue_ids=None):
+        """Make deferred mail (all, or ``queue_ids``) due now and exempt from ``defer_transports``."""
+        if queue_ids is None:
+            self._flush_all = True
+            for queue_id in self.queue.list("incoming"):
+                self._flush_ids.add(queue_id)
+        else:
+            self._flush_ids.update(queue_ids)
+        self._deferred_due = True
+        self.wakeup()
+
+    def _check_triggers(self):
+        directory = self.queue.path(TRIGGER_DIR)
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if not name.startswith("flush-"):
+                continue
+            try:
+                os.unlink(os.path.join(directory, name))
+            except FileNotFoundError:
+                continue
+            target = name[len("flush-"):]
+            self.flush(None if target == "ALL" else [target])
+
+    # -- activation ---------------------------------------------------------
+
+    def _start_fill(self):
+        defer.ensureDeferred(self._fill()).addErrback(
+            lambda f: log.failure("queue scan failed", f))
+
+    async def _fill(self):
+        if self._filling:
+            self._fill_again = True
+            return
+        self._filling = True
+        try:
+            while self._running:
+                self._fill_again = False
+                await self._fill_once()
+                if not self._fill_again:
+                    break
+        finally:
+            self._filling = False
+
+    def _room(self):
+        return self.config["qmgr_message_active_limit"] - len(self.active)
+
+    async def _fill_once(self):
+        for queue_id in self.queue.list("incoming"):
+            if self._room() <= 0 or not self._running:
+                return
+            await self._activate(queue_id, "incoming")
+        if not self._deferred_due:
+            return
+        now = self.clock.seconds()
+        flush_all = self._flush_all
+        for queue_id in self.queue.list("deferred"):
+            if self._room() <= 0 or not self._running:
+                return  # stays due: the next free slot continues the run
+            flushed = flush_all or queue_id in self._flush_ids
+            try:
+                due = os.stat(self.queue.path("deferred", queue_id)).st_mtime <= now
+            except FileNotFoundError:
+                continue
+            if due or flushed:
+                await self._activate(queue_id, "deferred")
+        self._deferred_due = False
+        if flush_all:
+            self._flush_all = False
+
+    async def _activate(self, queue_id, source):
+        if queue_id in self.active or not self.queue.move(queue_id, source, "active"):
+            return
+        flushed = self._flush_all or queue_id in self._flush_ids
+        self._flush_ids.discard(queue_id)
+        path = self.queue.path("active", queue_id)
+        try:
+            qf = qfile.read(path)
+        except qfile.CorruptQueueFile as err:
+            self.queue.move(queue_id, "active", "corrupt")
+            log.warn("{queue_id}: {error}: moved to the corrupt queue", queue_id=queue_id, error=err)
+            await self._problem("software", queue_id, "corrupt queue file moved to corrupt/: %s" % err)
+            return
+        except OSError:
+            return
+        now = self.clock.seconds()
+        msg = self.active[queue_id] = _Message(queue_id, qf, now, flushed)
+        try:
+            await self._schedule(msg, source)
+        except Exception:
+            log.failure("{queue_id}: scheduling failed", queue_id=queue_id)
+            await self._requeue_after_error(msg)
+
+    async def _schedule(self, msg, source):
+        qf, queue_id = msg.qf, msg.queue_id
+        pending = qf.pending()
+        now = self.clock.seconds()
+        log.info("{queue_id}: from=<{sender}>, size={size}, nrcpt={nrcpt} (queue active)",
+                 queue_id=queue_id, sender=qf.envelope.sender, size=qf.content_length, nrcpt=len(pending))
+        if not pending:
+            await self._finish(msg)
+            return
+        lifetime = self.config["bounce_queue_lifetime" if not qf.envelope.sender else "maximal_queue_lifetime"]
+        if source == "deferred" and now - qf.envelope.arrival_time >= lifetime:
+            await self._expire(msg)
+            return
+        groups = collections.OrderedDict()
+        deferred_transports = set(self.config["defer_transports"])
+        for queued in pending:
+            rcpt = queued.recipient
+            try:
+                resolution = await self.resolver.resolve(rcpt.address)
+            except Exception as err:
+                log.warn("{queue_id}: address resolver failure for {address}: {error}",
+                         queue_id=queue_id, address=rcpt.address, error=err)
+                msg.statuses.append((queued, DeliveryStatus(queued.index, "deferred", "4.3.0",
+                                                            "address resolver failure", "none")))
+                self._log_status(msg, queued, msg.statuses[-1][1], "qmgr", now, now)
+                continue
+            drcpt = DeliveryRecipient(queued.index, resolution.recipient, rcpt.original or "",
+                                      rcpt.notify, rcpt.orcpt)
+            if resolution.transport in deferred_transports and not msg.flushed:
+                status = DeliveryStatus(queued.index, "deferred", "4.7.1", "deferred transport", "none")
+                msg.statuses.append((queued, status))
+                self._log_status(msg, queued, status, resolution.transport, now, now)
+                continue
+            groups.setdefault((resolution.transport, resolution.nexthop), []).append(drcpt)
+        if any(transport == "hold" for transport, _ in groups):
+            self.active.pop(queue_id, None)
+            self.queue.move(queue_id, "active", "hold")
+            log.info("{queue_id}: hold: recipient resolved to the hold transport", queue_id=queue_id)
+            self._after_message()
+            return
+        by_index = {q.index: q for q in pending}
+        jobs = []
+        for (transport, nexthop), recipients in groups.items():
+            limit = self._recipient_limit(transport)
+            for start in range(0, len(recipients), limit):
+                chunk = recipients[start:start + limit]
+                jobs.append(((transport, nexthop), DeliveryRequest(
+                    queue_id, qf.envelope, transport, nexthop, chunk, msg.content, qf.content_length,
+                    msg.flushed), [by_index[r.index] for r in chunk]))
+        msg.outstanding = len(jobs)
+        if not jobs:
+            await self._finish(msg)
+            return
+        for key, request, queued in jobs:
+            destination = self._destination(key)
+            destination.jobs.append((msg, request, queued))
+        for key, _, _ in jobs:
+            self._dispatch(self.destinations[key])
+
+    def _recipient_limit(self, transport):
+        if transport == "local":
+            return self.config["local_destination_recipient_limit"]
+        return self.config["default_destination_recipient_limit"]
+
+    def _destination(self, key):
+        destination = self.destinations.get(key)
+        if destination is None:
+            limit = (self.config["local_destination_concurrency_limit"] if key[0] == "local"
+                     else self.config["default_destination_concurrency_limit"])
+            window = min(limit, self.config["initial_destination_concurrency"])
+            destination = self.destinations[key] = _Destination(key, window, limit)
+        return destination
+
+    # -- delivery -----------------------------------------------------------
+
+    def _dispatch(self, destination):
+        while destination.jobs and destination.busy < destination.window:
+            job = destination.jobs.popleft()
+            destination.busy += 1
+            defer.ensureDeferred(self._deliver(destination, *job)).addErrback(
+                lambda f: log.failure("delivery bookkeeping failed", f))
+
+    async def _deliver(self, destination, msg, request, queued):
+        agent = self.agents.get(request.transport)
+        started = self.clock.seconds()
+        if agent is None:
+            statuses = [DeliveryStatus(r.index, "deferred", "4.3.0",
+                                       "mail transport unavailable", "none") for r in request.recipients]
+            log.warn("{queue_id}: transport {transport} is not available", queue_id=msg.queue_id,
+                     transport=request.transport)
+        else:
+            try:
+                statuses = await agent.deliver(request)
+            except Exception as err:
+                log.failure("{queue_id}: {transport} delivery agent failed", queue_id=msg.queue_id,
+                            transport=request.transport)
+                statuses = [DeliveryStatus(r.index, "deferred", "4.3.0", "delivery agent failure: %s"
+                                           % err.__class__.__name__, "none") for r in request.recipients]
+                await self._problem("software", msg.queue_id, "%s delivery agent failed: %r"
+                                    % (request.transport, err))
+        ended = self.clock.seconds()
+        by_index = {q.index: q for q in queued}
+        seen = set()
+        for status in statuses:
+            if status.index in by_index and status.index not in seen:
+                seen.add(status.index)
+                msg.statuses.append((by_index[status.index], status))
+                self._log_status(msg, by_index[status.index], status, request.transport, started, ended)
+        for missing in set(by_index) - seen:  # an agent must answer for every recipient
+            status = DeliveryStatus(missing, "deferred", "4.3.0", "no status from delivery agent", "none")
+            msg.statuses.append((by_index[missing], status))
+            self._log_status(msg, by_index[missing], status, request.transport, started, ended)
+        destination.busy -= 1
+        if any(s.action != "deferred" for s in statuses):
+            destination.window = min(destination.limit, destination.window + 1)
+        elif statuses:
+            destination.window = max(1, destination.window - 1)
+        msg.outstanding -= 1
+        if msg.outstanding == 0:
+            await self._finish(msg)
+        self._dispatch(destination)
+
+    def _log_status(self, msg, queued, status, service, started, ended):
+        arrival = msg.qf.envelope.arrival_time
+        rcpt = queued.recipient
+        orig = ""
+        if rcpt.original and rcpt.original.lower() != rcpt.address.lower():
+            orig = "orig_to=<%s>, " % rcpt.original
+        delays = "/".join(format_delay(max(0.0, x)) for x in (
+            msg.activated - arrival, started - msg.activated, 0.0, ended - started))
+        text = "to=<%s>, %srelay=%s, delay=%s, delays=%s, dsn=%s, status=%s (%s)" % (
+            rcpt.address, orig, status.relay, format_delay(max(0.0, ended - arrival)), delays,
+            status.dsn, status.action, status.text)
+        log.info("{queue_id}: {text}", queue_id=msg.queue_id, text=text, service=service)
+
+    # -- completion ---------------------------------------------------------
+
+    async def _finish(self, msg):
+        qf, queue_id = msg.qf, msg.queue_id
+        path = self.queue.path("active", queue_id)
+        bounced = [(q, s) for q, s in msg.statuses if s.action == "bounced"]
+        sent = [(q, s) for q, s in msg.statuses if s.action == "sent"]
+        deferred = [(q, s) for q, s in msg.statuses if s.action == "deferred"]
+        if bounced:
+            try:
+                await self.bouncer.notify("failure", queue_id, qf.envelope, self._reports(bounced),
+                                          msg.content())
+            except QueueError as err:
+                log.warn("{queue_id}: cannot queue bounce: {error}", queue_id=queue_id, error=err)
+                deferred += [(q, DeliveryStatus(s.index, "deferred", s.dsn, "bounce failed: " + s.text, s.relay))
+                             for q, s in bounced]
+                bounced = []
+        wanted = [(q, s) for q, s in sent if "SUCCESS" in q.recipient.notify]
+        if wanted:
+            try:
+                await self.bouncer.notify("success", queue_id, qf.envelope, self._reports(wanted), msg.content())
+            except QueueError as err:
+                log.warn("{queue_id}: cannot queue success notice: {error}", queue_id=queue_id, error=err)
+        done = [q.offset for q, _ in sent + bounced]
+        if done:
+            qfile.mark_done(path, done)
+        if deferred:
+            await self._defer(msg, deferred)
+        else:
+            self.queue.remove(queue_id, "active")
+            log.info("{queue_id}: removed", queue_id=queue_id)
+        self.active.pop(queue_id, None)
+        self._after_message()
+
+    def _reports(self, pairs):
+        return [(q.recipient.notify, RecipientReport(q.recipient.address, q.recipient.orcpt or q.recipient.original,
+                                                     s.dsn, s.text, s.relay, s.remote)) for q, s in pairs]
+
+    async def _defer(self, msg, deferred):
+        qf, queue_id = msg.qf, msg.queue_id
+        now = self.clock.seconds()
+        entries = read_defer_log(self.queue, queue_id)
+        for queued, status in deferred:
+            entries[queued.recipient.address] = (status.dsn, status.text)
+        pending = {q.recipient.address for q, _ in deferred}
+        entries = {k: v for k, v in entries.items() if k in pending}
+        write_defer_log(self.queue, queue_id, entries)
+        warning_time = self.config["delay_warning_time"]
+        if (warning_time and not qf.warning_time and qf.envelope.sender
+                and now - qf.envelope.arrival_time >= warning_time):
+            try:
+                await self.bouncer.notify("delay", queue_id, qf.envelope, self._reports(deferred), msg.content())
+                qfile.set_warning_time(self.queue.path("active", queue_id), qf, now)
+            except QueueError as err:
+                log.warn("{queue_id}: cannot queue delay warning: {error}", queue_id=queue_id, error=err)
+        backoff = now - qf.envelope.arrival_time
+        backoff = min(max(backoff, self.config["minimal_backoff_time"]), self.config["maximal_backoff_time"])
+        await self.queue.move_durably(queue_id, "active", "deferred", mtime=now + backoff)
+
+    async def _expire(self, msg):
+        qf, queue_id = msg.qf, msg.queue_id
+        reasons = read_defer_log(self.queue, queue_id)
+        log.info("{queue_id}: from=<{sender}>, status=expired, returned to sender",
+                 queue_id=queue_id, sender=qf.envelope.sender)
+        for queued in qf.pending():
+            dsn, text = reasons.get(queued.recipient.address, ("4.4.7", "message expired"))
+            msg.statuses.append((queued, DeliveryStatus(queued.index, "bounced", dsn, text, "none")))
+        await self._finish(msg)
+
+    async def _requeue_after_error(self, msg):
+        self.active.pop(msg.queue_id, None)
+        now = self.clock.seconds()
+        await self.queue.move_durably(msg.queue_id, "active", "deferred",
+                                      mtime=now + self.config["minimal_backoff_time"])
+        self._after_message()
+
+    async def _problem(self, problem_class, queue_id, text):
+        try:
+            await self.bouncer.problem(problem_class, queue_id, text)
+        except Exception:
+            log.failure("{queue_id}: cannot notify the postmaster", queue_id=queue_id)
+
+    def _after_message(self):
+        if self._drained is not None and not self.active:
+            drained, self._drained = self._drained, None
+            drained.callback(None)
+        elif self._running:
+            self.wakeup()

@@ -1,0 +1,264 @@
+"""The queue manager: activation, scheduling, deferral and backoff, lifetimes, recovery (clock-driven)."""
+
+import os
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+
+from mailstack.agents.base import DeliveryStatus
+from mailstack.agents.simple import DiscardAgent, ErrorAgent
+from mailstack.queue import qfile
+from mailstack.queue.qmgr import format_delay, read_defer_log
+from tests.queue.harness import Harness, LogCapture, wait_until
+
+
+@pytest.fixture
+def logs():
+    """Maillog lines emitted during the test."""
+    capture = LogCapture().start()
+    yield capture
+    capture.stop()
+
+
+def _harness(tmp_path, extra=""):
+    return Harness(tmp_path, extra, {"discard": DiscardAgent(), "error": ErrorAgent()})
+
+
+class RecordingAgent:
+    """An agent that delivers after the test releases it, recording concurrency and batch sizes."""
+
+    name = "recording"
+
+    def __init__(self):
+        self.running = 0
+        self.peak = 0
+        self.batches = []
+        self.waiting = []
+
+    async def deliver(self, request):
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        self.batches.append([r.address for r in request.recipients])
+        gate = defer.Deferred()
+        self.waiting.append(gate)
+        await gate
+        self.running -= 1
+        return [DeliveryStatus.sent(r, "delivered", "test") for r in request.recipients]
+
+    def release_all(self):
+        gates, self.waiting = self.waiting, []
+        for gate in gates:
+            gate.callback(None)
+
+
+def test_format_delay_matches_postfix():
+    """Delays print like Postfix: 0, two decimals below 1s, one below 10s, whole seconds above."""
+    assert [format_delay(x) for x in (0.001, 0.123, 1.25, 372.4)] == ["0", "0.12", "1.2", "372"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_delivered_message_is_logged_and_removed(tmp_path, logs):
+    """A message to a transport that succeeds is logged from=/status=sent/removed and leaves the queue."""
+    h = _harness(tmp_path, "default_transport = discard:discarded\n")
+    h.qmgr.start()
+    queue_id = await h.submit("alice@example.org", ["bob@remote.test"])
+    await h.settle()
+    await h.qmgr.stop()
+    assert h.queue.list("active") == [] and h.queue.list("deferred") == []
+    assert logs.matching("%s: from=<alice@example.org>, size=21, nrcpt=1 (queue active)" % queue_id)
+    sent = logs.matching("%s: to=<bob@remote.test>, relay=none, delay=" % queue_id)
+    assert sent and "dsn=2.0.0, status=sent (discarded)" in sent[0]
+    assert "mailstack/discard[1]" in sent[0]
+    assert logs.matching("%s: removed" % queue_id)
+
+
+@pytest_twisted.ensureDeferred
+async def test_deferral_backs_off_exponentially_between_limits(tmp_path, logs):
+    """A failing message is retried after min backoff, then after its age, capped at maximal_backoff_time."""
+    h = _harness(tmp_path, "default_transport = error:4.4.1 host unreachable\nqueue_run_delay = 100s\n")
+    h.qmgr.start()
+    queue_id = await h.submit("alice@example.org", ["bob@remote.test"])
+    await h.settle()
+    path = h.queue.path("deferred", queue_id)
+    assert os.path.exists(path)
+    arrival = qfile.read(path).envelope.arrival_time
+    assert read_defer_log(h.queue, queue_id) == {"bob@remote.test": ("4.4.1", "host unreachable")}
+    intervals = []
+    for _ in range(7):
+        h.advance(max(0, os.stat(path).st_mtime - h.clock.seconds()) + 100)
+        await wait_until(lambda: os.path.exists(path) and not h.qmgr.active, h.clock)
+        now = h.clock.seconds()
+        expected = min(max(now - arrival, 300), 4000)
+        intervals.append(round(os.stat(path).st_mtime - now))
+        assert abs((os.stat(path).st_mtime - now) - expected) < 1
+    # The interval grows with the message's age (doubling per attempt) and stops at the maximum.
+    assert intervals == sorted(intervals) and intervals[0] >= 300 and intervals[-1] == 4000
+    assert len(logs.matching("status=deferred (host unreachable)")) == 8
+    await h.qmgr.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_expired_message_returns_to_sender(tmp_path, logs):
+    """After maximal_queue_lifetime a deferred message is bounced with its last reason, then removed."""
+    h = _harness(tmp_path, "transport_maps =\ndefault_transport = error:4.4.1 host unreachable\n"
+                           "maximal_queue_lifetime = 1h\nqueue_run_delay = 60s\n")
+    h.qmgr.start()
+    queue_id = await h.submit("alice@mail.example.test", ["bob@remote.test"])
+    await h.settle()
+    h.advance(3700)
+    await wait_until(lambda: logs.matching("%s: removed" % queue_id), h.clock)
+    assert logs.matching("%s: from=<alice@mail.example.test>, status=expired, returned to sender" % queue_id)
+    notice = logs.matching("%s: sender non-delivery notification: " % queue_id)
+    assert notice
+    bounce_id = notice[0].rsplit(" ", 1)[1]
+    await h.qmgr.stop()
+    where = h.queue.locate(bounce_id)
+    qf = qfile.read(h.queue.path(where, bounce_id))
+    assert qf.envelope.sender == ""
+    assert [r.recipient.address for r in qf.recipients] == ["alice@mail.example.test"]
+    text = qf.read_content().decode()
+    assert "Content-Type: multipart/report; report-type=delivery-status" in text
+    assert "Final-Recipient: rfc822; bob@remote.test" in text and "Status: 4.4.1" in text
+    assert "Action: failed" in text
+
+
+@pytest_twisted.ensureDeferred
+async def test_permanent_failure_bounces_and_null_sender_gets_none(tmp_path, logs):
+    """A 5xx failure bounces to the sender; the same failure for a null-sender message makes no bounce."""
+    h = _harness(tmp_path, "default_transport = error:5.1.1 no such user\n")
+    h.qmgr.start()
+    first = await h.submit("alice@remote.test", ["bob@remote.test"])
+    second = await h.submit("", ["carol@remote.test"])
+    await wait_until(lambda: logs.matching("%s: removed" % first) and logs.matching("%s: removed" % second),
+                     h.clock)
+    await h.qmgr.stop()
+    assert logs.matching("%s: to=<bob@remote.test>" % first)[0].endswith("dsn=5.1.1, status=bounced (no such user)")
+    assert logs.matching("%s: sender non-delivery notification:" % first)
+    assert not logs.matching("%s: sender non-delivery notification:" % second)
+    assert logs.matching("%s: undeliverable bounce discarded" % second)
+
+
+@pytest_twisted.ensureDeferred
+async def test_double_bounce_goes_to_postmaster_with_2bounce(tmp_path, logs):
+    """With notify_classes = 2bounce an undeliverable bounce goes to the postmaster from double-bounce."""
+    h = _harness(tmp_path, "default_transport = error:5.1.1 no such user\nnotify_classes = 2bounce\n"
+                           "local_transport = discard\n")
+    h.qmgr.start()
+    queue_id = await h.submit("", ["carol@remote.test"])
+    await wait_until(lambda: logs.matching("%s: postmaster non-delivery notification:" % queue_id), h.clock)
+    await h.settle()
+    await h.qmgr.stop()
+    notice_id = logs.matching("%s: postmaster non-delivery notification:" % queue_id)[0].rsplit(" ", 1)[1]
+    assert logs.matching("%s: from=<double-bounce@mail.example.test>" % notice_id)
+    assert logs.matching("%s: to=<postmaster>" % notice_id)
+
+
+@pytest_twisted.ensureDeferred
+async def test_crash_recovery_takes_active_mail_back(tmp_path, logs):
+    """Mail left in active/ by a dead queue manager is delivered after restart; done recipients are skipped."""
+    h = _harness(tmp_path, "default_transport = discard:discarded\n")
+    queue_id = await h.submit("alice@example.org", ["one@remote.test", "two@remote.test"])
+    h.queue.move(queue_id, "incoming", "active")
+    path = h.queue.path("active", queue_id)
+    qfile.mark_done(path, [qfile.read(path).recipients[0].offset])
+    h.qmgr.start()
+    await h.settle()
+    await h.qmgr.stop()
+    assert logs.matching("%s: recovered from active queue" % queue_id)
+    assert logs.matching("nrcpt=1 (queue active)")
+    assert not logs.matching("to=<one@remote.test>")
+    assert logs.matching("to=<two@remote.test>")
+    assert h.queue.list("active") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrency_window_and_recipient_limit(tmp_path):
+    """Requests carry at most the recipient limit; a destination runs at most its window at once."""
+    agent = RecordingAgent()
+    h = Harness(tmp_path, "default_transport = recording\ndefault_destination_recipient_limit = 2\n"
+                          "initial_destination_concurrency = 2\ndefault_destination_concurrency_limit = 3\n",
+                {"recording": agent})
+    h.qmgr.start()
+    await h.submit("a@example.org", ["r%d@remote.test" % i for i in range(5)])
+    await wait_until(lambda: len(agent.waiting) == 2, h.clock)
+    assert agent.peak == 2                     # initial window
+    agent.release_all()
+    await wait_until(lambda: len(agent.batches) == 3, h.clock)
+    assert sorted(len(b) for b in agent.batches) == [1, 2, 2]
+    agent.release_all()
+    for _ in range(4):
+        await h.submit("a@example.org", ["x@remote.test", "y@remote.test"])
+    await wait_until(lambda: len(agent.waiting) == 3, h.clock)
+    assert agent.peak == 3                     # grew after successes, capped at the limit
+    while agent.waiting or h.queue.list("incoming") or h.qmgr.active:
+        agent.release_all()
+        await wait_until(lambda: agent.waiting or not h.qmgr.active, h.clock)
+    await h.qmgr.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_active_limit_prefers_new_mail(tmp_path):
+    """With one active slot, new mail is activated before due deferred mail."""
+    agent = RecordingAgent()
+    h = Harness(tmp_path, "default_transport = recording\nqmgr_message_active_limit = 1\n"
+                          "transport_maps =\n", {"recording": agent})
+    old = await h.submit("a@example.org", ["old@remote.test"])
+    h.queue.move(old, "incoming", "deferred", mtime=h.clock.seconds() - 10)
+    new = await h.submit("a@example.org", ["new@remote.test"])
+    h.qmgr.start()
+    await wait_until(lambda: len(agent.waiting) == 1, h.clock)
+    assert list(h.qmgr.active) == [new]
+    agent.release_all()
+    await wait_until(lambda: len(agent.batches) == 2, h.clock)
+    assert agent.batches == [["new@remote.test"], ["old@remote.test"]]
+    agent.release_all()
+    await h.settle()
+    await h.qmgr.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_defer_transports_hold_mail_until_flush(tmp_path, logs):
+    """A transport in defer_transports delivers nothing until the queue is flushed."""
+    h = _harness(tmp_path, "default_transport = discard:discarded\ndefer_transports = discard\n")
+    h.qmgr.start()
+    queue_id = await h.submit("a@example.org", ["b@remote.test"])
+    await h.settle()
+    assert h.queue.list("deferred") == [queue_id]
+    assert logs.matching("status=deferred (deferred transport)")
+    os.makedirs(h.queue.path("public"), exist_ok=True)
+    open(h.queue.path("public", "flush-ALL"), "w").close()
+    h.advance(1)
+    await wait_until(lambda: logs.matching("%s: removed" % queue_id), h.clock)
+    assert logs.matching("status=sent (discarded)")
+    await h.qmgr.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_corrupt_file_goes_to_corrupt_queue(tmp_path, logs):
+    """A damaged queue file is moved to corrupt/ and logged, and the queue goes on."""
+    h = _harness(tmp_path, "default_transport = discard:discarded\n")
+    with open(h.queue.path("incoming", "4BADBADBADBADBADBA"), "wb") as handle:
+        handle.write(b"garbage")
+    h.qmgr.start()
+    await h.settle()
+    await h.qmgr.stop()
+    assert h.queue.list("corrupt") == ["4BADBADBADBADBADBA"]
+    assert logs.matching("warning: 4BADBADBADBADBADBA:")
+
+
+@pytest_twisted.ensureDeferred
+async def test_delay_warning_sent_once(tmp_path, logs):
+    """After delay_warning_time the sender gets one delay notice, recorded in the queue file."""
+    h = _harness(tmp_path, "default_transport = error:4.4.1 host unreachable\ndelay_warning_time = 1h\n"
+                           "queue_run_delay = 60s\n")
+    h.qmgr.start()
+    queue_id = await h.submit("alice@remote.test", ["bob@remote.test"])
+    await h.settle()
+    for _ in range(3):
+        path = h.queue.path("deferred", queue_id)
+        h.advance(max(0, os.stat(path).st_mtime - h.clock.seconds()) + 1800)
+        await wait_until(lambda: os.path.exists(path) and not h.qmgr.active, h.clock)
+    await h.qmgr.stop()
+    assert len(logs.matching("%s: sender delay notification:" % queue_id)) == 1
+    assert qfile.read(h.queue.path("deferred", queue_id)).warning_time > 0
