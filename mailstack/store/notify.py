@@ -26,9 +26,6 @@ from twisted.logger import Logger
 
 log = Logger(namespace="mailstack.store")
 
-_MASK = None
-
-
 def _inotify_mask():
     from twisted.internet import inotify
     return (inotify.IN_CREATE | inotify.IN_MOVED_TO | inotify.IN_MOVED_FROM | inotify.IN_DELETE)
@@ -87,7 +84,7 @@ class FolderWatch:
                     log.failure("inotify watch on {path} failed; polling only", path=path.path)
         if self.store.poll_interval:
             self._loop = task.LoopingCall(self._poll)
-            self._loop.clock = self.store.reactor
+            self._loop.clock = self.store.clock
             self._loop.start(self.store.poll_interval, now=False)
         self.request_sync()
 

@@ -36,11 +36,13 @@ class MailStore:
         fsync: fsync files and directories (``mail_fsync`` != never).
         poll_interval: seconds between polls of watched folders (0: no polling).
         use_inotify: use Linux inotify for watched folders when available.
+        clock: what schedules the polls (an ``IReactorTime``; the reactor by default).
     """
 
     def __init__(self, reactor=None, config=None, hostname=None, fsync=None, poll_interval=None,
-                 use_inotify=True):
+                 use_inotify=True, clock=None):
         self.reactor = reactor
+        self.clock = clock or reactor
         self.config = config
         self.hostname = hostname or (config["myhostname"] if config is not None else None)
         if fsync is None:
