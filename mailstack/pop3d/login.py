@@ -12,9 +12,13 @@ secure (loopback, ``login_trusted_networks``) unless
 ``disable_plaintext_auth = no``; CAPA then offers neither USER nor those
 mechanisms, and STLS is how to get them (RFC 2595 §4).
 
-APOP (RFC 1939 §7) needs the user's plaintext password on the server side,
-which the auth API does not hand out: it is not offered (no timestamp in
-the greeting), and the command says so.
+APOP (RFC 1939 §7) is offered only with ``pop3d_enable_apop = yes`` and a
+passdb that can hand out credentials: the greeting then carries a
+timestamp, and the digest is checked against the password the auth service
+gives in the ``PLAIN`` scheme, which it does only for users whose password
+is stored in plaintext (others fail with the auth service's "APOP needs a
+PLAIN or plaintext password" log line).  APOP sends no password, so it is
+allowed on insecure connections.
 
 After a successful authentication the user is looked up in the userdb, the
 maildrop is opened and locked (:mod:`.lock`): a mailbox locked by another
@@ -27,10 +31,15 @@ logins, ``[SYS/TEMP]`` for failures of ours (RFC 3206), ``[IN-USE]``.
 
 import base64
 import binascii
+import hashlib
+import hmac
+import os
 import time
 
 from twisted.logger import Logger
 
+from mailstack.auth.mechs.base import MechanismFailure
+from mailstack.auth.request import failure, success
 from mailstack.auth.service import AuthRequest, UnknownMechanism
 from mailstack.pop3d.lock import MailboxInUse
 
@@ -55,6 +64,12 @@ class AuthorizationCommands:
         self._pending_step = None
         self._last_method = ""
         self._last_user = ""
+        self.apop_timestamp = ""
+        passdb = getattr(self.factory.auth, "passdb", None)
+        if self.settings.apop and passdb is not None and passdb.credentials_lookup:
+            # RFC 1939 §7: a timestamp unique to this greeting.
+            self.apop_timestamp = "<%d.%s.%d@%s>" % (os.getpid(), os.urandom(6).hex(), int(time.time()),
+                                                     self.settings.hostname)
 
     # -- helpers ------------------------------------------------------------
 
@@ -104,8 +119,29 @@ class AuthorizationCommands:
     # -- APOP ------------------------------------------------------------------
 
     def do_APOP(self, args):
-        self.send("-ERR [AUTH] APOP is not available on this server; use USER/PASS or AUTH.")
-        return None
+        if not self.apop_timestamp:
+            self.send("-ERR [AUTH] APOP is not enabled on this server; use USER/PASS or AUTH.")
+            return None
+        words = args.split()
+        if len(words) != 2:
+            self.send("-ERR APOP: user name and digest expected.")
+            return None
+        return self._apop(words[0], words[1].lower())
+
+    async def _apop(self, user, digest):
+        auth, request = self.factory.auth, self.auth_request()
+        self._last_method, self._last_user = "APOP", user
+        try:
+            credentials = await auth.credentials(user, "PLAIN", request, "APOP")
+        except MechanismFailure as failed:
+            step = failed.step
+        else:
+            expected = hashlib.md5((self.apop_timestamp + credentials.raw).encode("utf-8")).hexdigest()
+            if hmac.compare_digest(expected, digest):
+                step = success(credentials.user)
+            else:
+                step = failure("apop(%s,%s): Password mismatch" % (user, self.rip), user=user)
+        await self._finish_auth(await auth.finish(step, request), "APOP", user)
 
     # -- AUTH (RFC 5034) -------------------------------------------------------
 

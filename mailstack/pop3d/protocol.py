@@ -100,6 +100,8 @@ class POP3Settings:
         plaintext_insecure: True when ``disable_plaintext_auth = no``.
         idle_timeout: seconds of inactivity before the session is closed.
         uidl_format: a :class:`~mailstack.pop3d.uidl.UIDLFormat`.
+        apop: offer APOP (``pop3d_enable_apop``).
+        hostname: this host's name, in the APOP timestamp.
     """
 
     service: str
@@ -108,6 +110,8 @@ class POP3Settings:
     plaintext_insecure: bool
     idle_timeout: float
     uidl_format: object
+    apop: bool = False
+    hostname: str = "localhost"
 
 
 def _ip(address):
@@ -140,6 +144,7 @@ class POP3Server(login.AuthorizationCommands, transaction.TransactionCommands, P
         self.session = _session_id()
         self._buffer = b""
         self._busy = False
+        self._held = False
         self._processing = False
         self._output_paused = False
         self._input_paused = False
@@ -231,7 +236,7 @@ class POP3Server(login.AuthorizationCommands, transaction.TransactionCommands, P
         if self._closing:
             return
         self._buffer += data
-        if self._busy and len(self._buffer) > MAX_PENDING_INPUT and not self._input_paused:
+        if (self._busy or self._held) and len(self._buffer) > MAX_PENDING_INPUT and not self._input_paused:
             self._input_paused = True
             self.transport.pauseProducing()
         self._process()
@@ -245,7 +250,7 @@ class POP3Server(login.AuthorizationCommands, transaction.TransactionCommands, P
             return
         self._processing = True
         try:
-            while not (self._busy or self._output_paused or self._closing):
+            while not (self._busy or self._held or self._output_paused or self._closing):
                 line, sep, rest = self._buffer.partition(b"\n")
                 if not sep:
                     if len(self._buffer) > MAX_LINE:
@@ -256,7 +261,7 @@ class POP3Server(login.AuthorizationCommands, transaction.TransactionCommands, P
                 if self._idle_call is not None:
                     self._idle_call.reset(self.settings.idle_timeout)
                 self._line(line[:-1] if line.endswith(b"\r") else line)
-            if self._input_paused and not self._busy and len(self._buffer) <= MAX_PENDING_INPUT:
+            if self._input_paused and not (self._busy or self._held) and len(self._buffer) <= MAX_PENDING_INPUT:
                 self._input_paused = False
                 self.transport.resumeProducing()
         finally:
@@ -324,13 +329,11 @@ class POP3Server(login.AuthorizationCommands, transaction.TransactionCommands, P
 
     def hold(self):
         """Hold back the next command lines until :meth:`release` (used while streaming)."""
-        self._busy = True
+        self._held = True
 
     def release(self):
-        """Let command processing go on after :meth:`hold`."""
-        self._busy = False
-        if not self._closing:
-            self._process()
+        """Let command processing go on after :meth:`hold` (the caller resumes processing)."""
+        self._held = False
 
     @property
     def output_paused(self):
@@ -340,7 +343,10 @@ class POP3Server(login.AuthorizationCommands, transaction.TransactionCommands, P
     # -- commands valid in every state -------------------------------------
 
     def greeting(self):
-        return self.settings.greeting
+        text = self.settings.greeting
+        if self.apop_timestamp:
+            text += " " + self.apop_timestamp
+        return text
 
     def do_CAPA(self, args):
         """RFC 2449 §5: the capabilities of the current state."""

@@ -20,6 +20,7 @@ A message expunged by another session (IMAP) after the snapshot answers
 ``-ERR [SYS/TEMP]`` to RETR and TOP.
 """
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from mailstack.pop3d.errors import Reply
@@ -73,11 +74,20 @@ class TransactionCommands:
             raise Reply("-ERR Message is deleted.")
         return number - 1
 
-    def _open(self, index):
+    def _open(self, index, then):
+        """Open message ``index`` and call ``then(index, handle)``; return None or an awaitable."""
+        handle = self._drop.open_message(index)
+        if not isinstance(handle, Deferred):
+            then(index, handle)
+            return None
+        return self._open_later(index, handle, then)
+
+    async def _open_later(self, index, deferred, then):
         try:
-            return self._drop.open_message(index)
+            handle = await deferred
         except MessageGone:
             raise Reply("-ERR [SYS/TEMP] Message was expunged by another session.") from None
+        then(index, handle)
 
     def _live(self):
         return [(i, m) for i, m in enumerate(self._drop.messages) if i not in self._deleted]
@@ -105,9 +115,10 @@ class TransactionCommands:
         self.send_multiline("+OK", [b"%d %s" % (i + 1, m.uidl.encode("ascii")) for i, m in self._live()])
 
     def do_RETR(self, args):
-        index = self._message(args.strip())
+        return self._open(self._message(args.strip()), self._retr)
+
+    def _retr(self, index, handle):
         message = self._drop.messages[index]
-        handle = self._open(index)
         self._seen.add(index)
         self._stats["retr"] += 1
         head = b"+OK %d octets\r\n" % message.size
@@ -150,7 +161,7 @@ class TransactionCommands:
                     log.warn("pop3({user}): message uid {uid}: sent {sent} octets, listed {size}",
                              user=self.user, uid=message.uid, sent=stuffer.octets, size=message.size,
                              service=self.settings.service)
-                self._busy = False
+                self.release()
                 return True
         return self._stream is None
 
@@ -161,9 +172,11 @@ class TransactionCommands:
         index = self._message(words[0])
         if not words[1].isdigit():
             raise Reply("-ERR Invalid number of lines: %s" % words[1][:40])
-        handle = self._open(index)
+        return self._open(index, lambda index, handle: self._top(handle, int(words[1])))
+
+    def _top(self, handle, lines):
         with handle:
-            data = top_lines(handle, int(words[1]))
+            data = top_lines(handle, lines)
         self._stats["top"] += 1
         self._stats["top_bytes"] += len(data)
         self.transport.write(b"+OK\r\n" + data)
@@ -186,9 +199,10 @@ class TransactionCommands:
         self.state = "UPDATE"
         deleted = sorted(self._deleted)
         seen = sorted(self._seen - self._deleted)
+        removed = 0
         try:
             if deleted or seen:
-                await self._drop.commit(deleted, seen)
+                removed = await self._drop.commit(deleted, seen)
         except Exception:
             log.failure("pop3({user}): could not delete messages", user=self.user,
                         service=self.settings.service)
@@ -196,7 +210,7 @@ class TransactionCommands:
             self.send("-ERR [SYS/TEMP] Some deleted messages were not removed.")
             self.close()
             return
-        self._stats["expunged"] = len(deleted)
+        self._stats["expunged"] = removed
         self._disconnect_reason = "Disconnected: Logged out"
         self.send("+OK Logging out, messages deleted." if deleted else "+OK Logging out.")
         self.close()
