@@ -1,0 +1,328 @@
+# -*- test-case-name: tests.imapd.test_fetch -*-
+"""FETCH and UID FETCH (RFC 3501 §6.4.5, §7.4.2).
+
+Attributes: FLAGS, UID, INTERNALDATE, RFC822.SIZE, ENVELOPE, BODY,
+BODYSTRUCTURE, RFC822, RFC822.HEADER, RFC822.TEXT, BODY[section]<partial>
+and BODY.PEEK[...], plus the ALL/FAST/FULL macros.  Sections are cut from
+the original octets by :mod:`mailstack.imapd.mime`, so sizes always agree.
+Fetching a body without ``.PEEK`` (and RFC822, RFC822.TEXT) sets ``\\Seen``
+in a read-write mailbox, and the new FLAGS are returned with it.
+
+Message contents are only read when an attribute needs them; a
+``UID FETCH 1:* (FLAGS)`` touches nothing but the selected mailbox's
+in-memory list.  Output is produced in batches so that a huge mailbox does
+not hold the reactor for long.
+"""
+
+import time
+from dataclasses import dataclass
+
+from mailstack.imapd import mime
+from mailstack.imapd.errors import Bad
+from mailstack.imapd.syntax import Raw, encode_item, encode_list, quote
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+MACROS = {
+    b"ALL": [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE"],
+    b"FAST": [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE"],
+    b"FULL": [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE", b"BODY"],
+}
+_SIMPLE = {b"FLAGS", b"UID", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE", b"BODYSTRUCTURE",
+           b"RFC822", b"RFC822.HEADER", b"RFC822.TEXT", b"BODY"}
+_NEEDS_CONTENT = {b"ENVELOPE", b"BODYSTRUCTURE", b"RFC822", b"RFC822.HEADER", b"RFC822.TEXT", b"BODY"}
+_SETS_SEEN = {b"RFC822", b"RFC822.TEXT"}
+BATCH = 2000
+CONTENT_BATCH = 50
+
+
+@dataclass(frozen=True)
+class Section:
+    """A ``BODY[...]`` request.
+
+    Attributes:
+        peek: BODY.PEEK (does not set \\Seen).
+        part: part numbers, e.g. ``(1, 2)``; empty for the whole message.
+        text: ``""``, ``"HEADER"``, ``"HEADER.FIELDS"``, ``"HEADER.FIELDS.NOT"``, ``"TEXT"`` or ``"MIME"``.
+        fields: header names for HEADER.FIELDS[.NOT].
+        partial: ``(offset, length)`` or None.
+        spec: the section text as the client wrote it, echoed in the response.
+    """
+
+    peek: bool
+    part: tuple
+    text: str
+    fields: tuple
+    partial: tuple
+    spec: bytes
+
+
+def parse_attributes(cursor):
+    """Parse the FETCH attribute list; return a list of bytes names and :class:`Section` objects."""
+    if cursor.skip(b"("):
+        items = [_attribute(cursor)]
+        while cursor.skip(b" "):
+            items.append(_attribute(cursor))
+        cursor.expect(b")")
+    else:
+        start = cursor.pos
+        word = cursor.word().upper()
+        if word in MACROS:
+            return list(MACROS[word])
+        cursor.pos = start
+        items = [_attribute(cursor)]
+    return items
+
+
+def _attribute(cursor):
+    word = cursor.word().upper()
+    if word in (b"BODY", b"BODY.PEEK") and cursor.peek() == b"[":
+        return _section(cursor, word == b"BODY.PEEK")
+    if word == b"BINARY" or word not in _SIMPLE:
+        raise Bad("Unknown FETCH attribute %s" % word.decode("ascii", "replace"))
+    return word
+
+
+def _section(cursor, peek):
+    cursor.expect(b"[")
+    start = cursor.pos
+    numbers = []
+    text = ""
+    fields = ()
+    while cursor.peek().isdigit():
+        numbers.append(cursor.nz_number())
+        if not cursor.skip(b"."):
+            break
+    if cursor.peek() != b"]":
+        word = cursor.word().upper().decode("ascii")
+        if word not in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME") or \
+                (word == "MIME" and not numbers):
+            raise Bad("Invalid BODY[] section")
+        text = word
+        if word.startswith("HEADER.FIELDS"):
+            cursor.sp()
+            cursor.expect(b"(")
+            names = [cursor.astring()]
+            while cursor.skip(b" "):
+                names.append(cursor.astring())
+            cursor.expect(b")")
+            fields = tuple(n.decode("ascii", "replace") for n in names)
+    spec = cursor.data[start:cursor.pos]
+    cursor.expect(b"]")
+    partial = None
+    if cursor.skip(b"<"):
+        offset = cursor.number()
+        cursor.expect(b".")
+        length = cursor.nz_number()
+        cursor.expect(b">")
+        partial = (offset, length)
+    return Section(peek, tuple(numbers), text, fields, partial, spec)
+
+
+async def fetch(session, tag, cursor, uid):
+    cursor.sp()
+    ranges = cursor.seq_set()
+    cursor.sp()
+    items = parse_attributes(cursor)
+    cursor.end()
+    selected = session.selected
+    if uid and b"UID" not in items:
+        items.insert(0, b"UID")
+    targets = selected.resolve(ranges, uid)
+    need_content = any(isinstance(i, Section) or i in _NEEDS_CONTENT for i in items)
+    sets_seen = selected.writable and any(
+        (isinstance(i, Section) and not i.peek) or i in _SETS_SEEN for i in items)
+    if sets_seen:
+        unseen = [msg for _, msg in targets if "\\Seen" not in msg.flags]
+        if unseen:
+            updated = {m.uid: m for m in await selected.store(unseen, "+", ["\\Seen"])}
+            targets = [(seq, updated.get(msg.uid, msg)) for seq, msg in targets]
+    targets = [(seq, msg) for seq, msg in targets if not selected.is_gone(msg.uid)]
+    if b"INTERNALDATE" in items:
+        await selected.load_dates([msg for _, msg in targets])
+    batch_size = CONTENT_BATCH if need_content else BATCH
+    for start in range(0, len(targets), batch_size):
+        batch = targets[start:start + batch_size]
+        contents = await selected.contents([msg for _, msg in batch]) if need_content else {}
+        chunks = []
+        for seq, msg in batch:
+            if need_content and msg.uid not in contents:
+                continue  # expunged by someone else meanwhile
+            chunks.append(_response(seq, msg, items, contents.get(msg.uid), sets_seen, selected))
+        session.send_raw(b"".join(chunks))
+        if start + batch_size < len(targets):
+            await session.pause()
+    return b"Fetch completed."
+
+
+def _response(seq, msg, items, content, seen_changed, selected):
+    entity = mime.Entity(content) if content is not None else None
+    out = []
+    flags_sent = False
+    for item in items:
+        if isinstance(item, Section):
+            out.append(_section_response(item, entity))
+            continue
+        if item == b"FLAGS":
+            flags_sent = True
+            out.append(b"FLAGS " + format_flags(msg.flags))
+        elif item == b"UID":
+            out.append(b"UID %d" % msg.uid)
+        elif item == b"INTERNALDATE":
+            out.append(b"INTERNALDATE " + quote(format_internal_date(selected.internal_date(msg))))
+        elif item == b"RFC822.SIZE":
+            out.append(b"RFC822.SIZE %d" % msg.vsize)
+        elif item == b"ENVELOPE":
+            out.append(b"ENVELOPE " + encode_list(envelope(entity)))
+        elif item == b"BODYSTRUCTURE":
+            out.append(b"BODYSTRUCTURE " + encode_list(body_structure(entity, True)))
+        elif item == b"BODY":
+            out.append(b"BODY " + encode_list(body_structure(entity, False)))
+        elif item == b"RFC822":
+            out.append(b"RFC822 " + _literal(content))
+        elif item == b"RFC822.HEADER":
+            out.append(b"RFC822.HEADER " + _literal(entity.header))
+        elif item == b"RFC822.TEXT":
+            out.append(b"RFC822.TEXT " + _literal(entity.body))
+    if seen_changed and not flags_sent:
+        out.append(b"FLAGS " + format_flags(msg.flags))
+    return b"* %d FETCH (" % seq + b" ".join(out) + b")\r\n"
+
+
+def _literal(data):
+    return b"{%d}\r\n" % len(data) + data
+
+
+def section_data(section, entity):
+    """Return the octets a :class:`Section` names in ``entity``, or b"" when the part does not exist."""
+    try:
+        target = entity.part(section.part) if section.part else entity
+    except LookupError:
+        return b""
+    if section.text in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT") and section.part:
+        # RFC 3501 §6.4.5: these apply to the message inside a message/rfc822 part.
+        if not target.is_message:
+            return b""
+        target = target.inner()
+    if section.text == "":
+        return target.data if not section.part else target.body
+    if section.text == "MIME":
+        return target.header
+    if section.text == "HEADER":
+        return target.header
+    if section.text == "HEADER.FIELDS":
+        return mime.filter_header(target.header, section.fields, False)
+    if section.text == "HEADER.FIELDS.NOT":
+        return mime.filter_header(target.header, section.fields, True)
+    return target.body
+
+
+def _section_response(section, entity):
+    data = section_data(section, entity)
+    name = b"BODY[" + section.spec + b"]"
+    if section.partial is not None:
+        offset, length = section.partial
+        data = data[offset:offset + length]
+        name += b"<%d>" % offset
+    return name + b" " + _literal(data)
+
+
+def format_flags(flags):
+    """Return ``(\\Seen $Label1)`` for a set of flag names."""
+    return b"(" + " ".join(sorted(flags)).encode("utf-8") + b")"
+
+
+def format_internal_date(stamp):
+    """Return an RFC 3501 date-time (``"17-Jul-1996 02:44:25 -0700"``) for a POSIX time, in local time."""
+    local = time.localtime(stamp)
+    offset = local.tm_gmtoff // 60
+    sign = "+" if offset >= 0 else "-"
+    return "%02d-%s-%04d %02d:%02d:%02d %s%02d%02d" % (
+        local.tm_mday, _MONTHS[local.tm_mon - 1], local.tm_year, local.tm_hour, local.tm_min,
+        local.tm_sec, sign, abs(offset) // 60, abs(offset) % 60)
+
+
+# -- ENVELOPE and BODYSTRUCTURE (RFC 3501 §7.4.2) --------------------------------
+
+def _addresses(value):
+    if value is None:
+        return None
+    result = []
+    for name, address in email_getaddresses(value):
+        if not address and not name:
+            continue
+        local, at, domain = address.rpartition("@") if "@" in address else (address, "", "")
+        result.append([name or None, None, local or None, domain or None])
+    return result or None
+
+
+def email_getaddresses(value):
+    import email.utils
+    return email.utils.getaddresses([value])
+
+
+def envelope(entity):
+    """Return the ENVELOPE structure of ``entity`` as nested Python lists."""
+    field = entity.field
+    sender_from = _addresses(field("from"))
+    return [
+        field("date"), field("subject"), sender_from,
+        _addresses(field("sender")) or sender_from,
+        _addresses(field("reply-to")) or sender_from,
+        _addresses(field("to")), _addresses(field("cc")), _addresses(field("bcc")),
+        field("in-reply-to"), field("message-id"),
+    ]
+
+
+def _params(entity):
+    params = []
+    for name, value in entity.params():
+        params += [name, value]
+    return params or None
+
+
+def _disposition(entity):
+    value = entity.fields.get("content-disposition")
+    if value is None:
+        return None
+    kind = str(value).split(";")[0].strip().upper()
+    params = []
+    for name, pvalue in entity.fields.get_params(header="content-disposition")[1:]:
+        if isinstance(pvalue, tuple):
+            import email.utils
+            pvalue = email.utils.collapse_rfc2231_value(pvalue)
+        params += [name.upper(), pvalue]
+    return [kind, params or None]
+
+
+def _language(entity):
+    value = entity.field("content-language")
+    if not value:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def body_structure(entity, extended):
+    """Return BODY (``extended=False``) or BODYSTRUCTURE of ``entity`` as nested lists."""
+    main, sub = entity.content_type
+    if entity.is_multipart:
+        result = [body_structure(part, extended) for part in entity.parts()]
+        if not result:
+            result = [["TEXT", "PLAIN", ["CHARSET", "us-ascii"], None, None, "7BIT", 0, 0]]
+        result = [Raw(b"".join(encode_item(r) for r in result)), sub.upper()]
+        if extended:
+            result += [_params(entity), _disposition(entity), _language(entity), entity.field("content-location")]
+        return result
+    encoding = (entity.field("content-transfer-encoding") or "7BIT").upper()
+    result = [main.upper(), sub.upper(), _params(entity), entity.field("content-id"),
+              entity.field("content-description"), encoding, len(entity.body)]
+    if entity.is_message:
+        inner = entity.inner()
+        result += [envelope(inner), body_structure(inner, extended), mime.lines_of(entity.body)]
+    elif main == "text":
+        result.append(mime.lines_of(entity.body))
+    if extended:
+        result += [entity.field("content-md5"), _disposition(entity), _language(entity),
+                   entity.field("content-location")]
+    return result
+
