@@ -68,9 +68,12 @@ class ScramMechanism:
         backend: see :mod:`mailstack.auth.mechs.base`.
         algorithm: ``sha1`` or ``sha256``.
         scheme: the matching password scheme name.
+        server_nonce: ``() -> str`` giving the server's nonce part (tests
+            pass RFC vectors); 24 random base64 characters by default.
     """
 
-    def __init__(self, backend, algorithm, scheme):
+    def __init__(self, backend, algorithm, scheme, server_nonce=None):
+        self._server_nonce = server_nonce or (lambda: base64.b64encode(os.urandom(18)).decode("ascii"))
         self._backend = backend
         self._algorithm = algorithm
         self._scheme = scheme
@@ -122,7 +125,7 @@ class ScramMechanism:
             self._creds = scram.parse_credentials(self._algorithm, creds_result.raw)
         except ValueError as err:
             return self._backend.fail(self._user, "invalid %s credentials (%s)" % (self._scheme, err), True)
-        self._nonce = attrs[1][1] + base64.b64encode(os.urandom(18)).decode("ascii")
+        self._nonce = attrs[1][1] + self._server_nonce()
         self._gs2_header = message[:len(message) - len(bare)]
         self._client_first_bare = bare
         self._server_first = "r=%s,s=%s,i=%d" % (self._nonce, base64.b64encode(self._creds.salt).decode("ascii"),
