@@ -56,8 +56,15 @@ the auth service's business; requests are independent, so a slow failure
 never holds up another request on the same connection.
 
 The server advertises ``AuthService.mechanisms(secure=True)``: the auth
-client (Postfix) decides on its own whether AUTH needs TLS
-(``smtpd_tls_auth_only``), as Dovecot's login processes do.
+client (Postfix) decides on its own whether to offer AUTH before TLS
+(``smtpd_tls_auth_only``).  The auth service still applies
+``disable_plaintext_auth`` to each request, as it does for IMAP and POP3:
+a plaintext mechanism for a client that is neither on TLS nor on loopback
+nor in ``login_trusted_networks`` gets ``FAIL <id> reason=Plaintext
+authentication disallowed on non-secure (SSL/TLS) connections``, which
+Postfix passes on in its 535 reply.  (Dovecot's auth process leaves that
+check to its login processes; run the auth service with ``-o
+disable_plaintext_auth=no`` in master.cf to leave it to Postfix alone.)
 
 Not implemented: the master side (``REQUEST``/``USER`` on Dovecot's
 ``auth-master`` socket), which Postfix does not use.
@@ -277,7 +284,7 @@ class DovecotAuthServer(LineOnlyReceiver):
         except ProtocolError as err:
             self._drop(str(err))
 
-    def do_VERSION(self, args):
+    def _handle_version(self, args):
         if self._version_seen:
             raise ProtocolError("sent VERSION twice")
         if len(args) < 2 or not args[0].isdigit():
@@ -287,14 +294,14 @@ class DovecotAuthServer(LineOnlyReceiver):
                                 % (args[0], MAJOR_VERSION))
         self._version_seen = True
 
-    def do_CPID(self, args):
+    def _handle_cpid(self, args):
         if self.client_pid is not None:
             raise ProtocolError("sent CPID twice")
         if len(args) < 1 or not args[0].isdigit():
             raise ProtocolError("sent a malformed CPID")
         self.client_pid = int(args[0])
 
-    def do_AUTH(self, args):
+    def _handle_auth(self, args):
         if len(args) < 2:
             raise ProtocolError("sent a malformed AUTH")
         request_id = _parse_id(args[0])
@@ -334,7 +341,7 @@ class DovecotAuthServer(LineOnlyReceiver):
         pending.final_resp_ok = options.get("final-resp-ok") is True
         self._run_step(pending, initial)
 
-    def do_CONT(self, args):
+    def _handle_cont(self, args):
         if len(args) < 1:
             raise ProtocolError("sent a malformed CONT")
         request_id = _parse_id(args[0])
@@ -358,7 +365,8 @@ class DovecotAuthServer(LineOnlyReceiver):
             return
         self._run_step(pending, data)
 
-    _COMMANDS = {"VERSION": do_VERSION, "CPID": do_CPID, "AUTH": do_AUTH, "CONT": do_CONT}
+    _COMMANDS = {"VERSION": _handle_version, "CPID": _handle_cpid, "AUTH": _handle_auth,
+                 "CONT": _handle_cont}
 
     # -- requests ----------------------------------------------------------
 
