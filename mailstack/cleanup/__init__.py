@@ -1,0 +1,230 @@
+# -*- test-case-name: tests.cleanup.test_cleanup -*-
+"""cleanup: the last stop before the queue (Postfix cleanup(8), in-process).
+
+SYNOPSIS
+    ``cleanup = Cleanup(config, queue, tables, reactor, auth=None)``;
+    ``writer = cleanup.open(envelope, tls_summary)``; ``writer.write(bytes)``
+    as content streams; ``queue_id = await writer.finish(envelope)``, or
+    ``writer.abort()``.
+
+DESCRIPTION
+    :meth:`Cleanup.open` creates the queue file (the queue id is known from
+    then on) and writes the ``Received:`` header the way Postfix's smtpd
+    does.  Content then streams through
+    :class:`~mailstack.cleanup.headers.HeaderStream`, which holds only the
+    header block (at most ``header_size_limit`` bytes) and adds the missing
+    ``Message-ID:``, ``Date:``, ``From:`` and ``To:`` headers when the client
+    is one of ``local_header_rewrite_clients`` (or ``always_add_missing_headers``).
+    :meth:`CleanupWriter.finish` rewrites the envelope
+    (:mod:`mailstack.cleanup.rewrite`: trivial-rewrite, canonical,
+    masquerade, virtual aliases, BCC), logs ``QUEUEID: message-id=<...>``
+    and commits the file through the queue's API, which fsyncs it: when
+    ``finish`` returns, the caller may answer 250.
+
+PARAMETERS
+    myhostname, mail_name, header_size_limit, always_add_missing_headers,
+    local_header_rewrite_clients, undisclosed_recipients_header,
+    inet_interfaces, mynetworks and those of :mod:`mailstack.cleanup.rewrite`.
+
+FILES
+    ``$queue_directory/incoming/`` through :mod:`mailstack.queue`.
+"""
+
+import email.utils
+import ipaddress
+import time
+
+from twisted.logger import Logger
+
+from mailstack.cleanup.headers import HeaderStream
+from mailstack.cleanup.rewrite import AddressRewriter
+from mailstack.common.address import quote_address
+from mailstack.queue import Recipient
+
+log = Logger(namespace="mailstack.cleanup")
+
+__all__ = ["Cleanup", "CleanupWriter", "AddressRewriter"]
+
+
+class Cleanup:
+    """Message intake for one service configuration.
+
+    Args:
+        config: the service's configuration.
+        queue: the :class:`~mailstack.queue.MailQueue`.
+        tables: the process's :class:`~mailstack.tables.registry.Tables`.
+        reactor: the reactor (clock for Date:/Received:).
+        auth: unused by cleanup itself; kept for symmetry with the SMTP server.
+    """
+
+    def __init__(self, config, queue, tables, reactor, auth=None):
+        self.config = config
+        self.queue = queue
+        self.reactor = reactor
+        self.rewriter = AddressRewriter(config, tables)
+        self._local_addresses = None
+
+    def open(self, envelope, tls_summary=""):
+        """Start a message; return its :class:`CleanupWriter`.
+
+        Raises:
+            QueueError: the queue file cannot be created.
+        """
+        return CleanupWriter(self, envelope, tls_summary)
+
+    def now(self):
+        return self.reactor.seconds() if hasattr(self.reactor, "seconds") else time.time()
+
+    def adds_missing_headers(self, envelope):
+        """Whether this message gets missing headers (Postfix local_header_rewrite_clients)."""
+        if self.config["always_add_missing_headers"] or not envelope.client_address:
+            return True
+        for word in self.config["local_header_rewrite_clients"]:
+            if word == "permit_sasl_authenticated" and envelope.sasl_username:
+                return True
+            if word == "permit_inet_interfaces" and self._is_own_address(envelope.client_address):
+                return True
+            if word == "permit_mynetworks" and _in_list(envelope.client_address, self.config["mynetworks"]):
+                return True
+        return False
+
+    def _is_own_address(self, address):
+        if self._local_addresses is None:
+            from mailstack.util import netinfo
+            own = {"127.0.0.1", "::1"}
+            own.update(str(i.ip) for i in netinfo.interfaces())
+            self._local_addresses = own
+        return address in self._local_addresses
+
+
+def _in_list(address, words):
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    for word in words:
+        try:
+            if ip in ipaddress.ip_network(word.replace("[", "").replace("]", ""), strict=False):
+                return True
+        except (ValueError, TypeError):
+            continue
+    return False
+
+
+class CleanupWriter:
+    """One message on its way into the queue.
+
+    Attributes:
+        queue_id: assigned when the writer is created.
+        size: content bytes received from the client so far.
+    """
+
+    def __init__(self, cleanup, envelope, tls_summary=""):
+        self._cleanup = cleanup
+        self._config = cleanup.config
+        self._file = cleanup.queue.new_message()
+        self.queue_id = self._file.queue_id
+        self._envelope = envelope
+        self._arrival = cleanup.now()
+        self._message_id = None
+        self._file.write(self._received(envelope, tls_summary))
+        self._stream = HeaderStream(self._file.write, self._config["header_size_limit"], self._on_headers)
+
+    @property
+    def size(self):
+        return self._stream.size
+
+    def write(self, data):
+        """Store a piece of content (CRLF or LF line ends)."""
+        self._stream.feed(data)
+
+    def abort(self):
+        """Drop the message (nothing is queued)."""
+        self._file.abort()
+
+    def _date(self):
+        return email.utils.formatdate(self._arrival, localtime=True)
+
+    def _received(self, envelope, tls_summary):
+        config = self._config
+        lines = ["Received: from %s (%s [%s])" % (envelope.helo or envelope.client_name,
+                                                   envelope.client_name, envelope.client_address)]
+        if tls_summary:
+            lines.append("\t" + tls_summary)
+        lines.append("\tby %s (%s) with %s id %s" % (config["myhostname"], config["mail_name"],
+                                                      envelope.protocol, self.queue_id))
+        stamp = self._date()
+        if len(envelope.recipients) == 1:
+            lines.append("\tfor <%s>; %s" % (quote_address(envelope.recipients[0].address), stamp))
+        else:
+            lines[-1] += "; " + stamp
+        return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+    def _on_headers(self, fields):
+        names = {name for name, _ in fields}
+        for name, value in fields:
+            if name == "message-id":
+                self._message_id = value
+                break
+        envelope = self._envelope
+        if not self._cleanup.adds_missing_headers(envelope):
+            return b""
+        config = self._config
+        added = []
+        if "from" not in names:
+            sender = envelope.sender or "MAILER-DAEMON"
+            added.append("From: %s" % quote_address(self._cleanup.rewriter.trivial(sender))
+                         if envelope.sender else "From: MAILER-DAEMON")
+        if "date" not in names:
+            added.append("Date: %s" % self._date())
+        if "message-id" not in names:
+            stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(self._arrival))
+            self._message_id = "<%s.%s@%s>" % (stamp, self.queue_id, config["myhostname"])
+            added.append("Message-Id: %s" % self._message_id)
+        if not names & {"to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc"}:
+            if config["undisclosed_recipients_header"]:
+                added.append(config["undisclosed_recipients_header"])
+        return "".join(line + "\r\n" for line in added).encode("utf-8")
+
+    async def finish(self, envelope):
+        """Rewrite the envelope, queue the message durably and return its queue id.
+
+        Raises:
+            TemporaryReject: a lookup failed or an alias limit was exceeded (nothing queued).
+            QueueError: the queue could not store the message (nothing queued).
+        """
+        try:
+            self._stream.close()
+            rewritten = await self._rewrite(envelope)
+        except BaseException:
+            self.abort()
+            raise
+        log.info("{queue_id}: message-id={message_id}", queue_id=self.queue_id,
+                 message_id=self._message_id or "<>")
+        return await self._file.commit(rewritten)
+
+    async def _rewrite(self, envelope):
+        rewriter = self._cleanup.rewriter
+        sender = envelope.sender
+        if sender:
+            sender = rewriter.trivial(sender)
+            sender = await rewriter.canonical(sender, "sender")
+            sender = rewriter.masquerade(sender, "envelope_sender")
+        recipients, seen = [], set()
+        for rcpt in envelope.recipients:
+            address = rewriter.trivial(rcpt.address)
+            address = await rewriter.canonical(address, "recipient")
+            address = rewriter.masquerade(address, "envelope_recipient")
+            for final in await rewriter.virtual(address):
+                key = (final.lower(), rcpt.notify, rcpt.orcpt)
+                if key in seen:
+                    continue
+                seen.add(key)
+                recipients.append(Recipient(final, original=rcpt.address if final != rcpt.address else "",
+                                            orcpt=rcpt.orcpt, notify=rcpt.notify))
+        for bcc in await rewriter.bcc(sender, [r.address for r in recipients]):
+            if all(r.address.lower() != bcc.lower() for r in recipients):
+                recipients.append(Recipient(bcc, notify=("NEVER",)))
+        envelope.sender = sender
+        envelope.recipients = recipients
+        return envelope
