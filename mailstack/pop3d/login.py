@@ -136,7 +136,10 @@ class AuthorizationCommands:
         except MechanismFailure as failed:
             step = failed.step
         else:
-            expected = hashlib.md5((self.apop_timestamp + credentials.raw).encode("utf-8")).hexdigest()
+            password = credentials.raw
+            if isinstance(password, str):
+                password = password.encode("utf-8")
+            expected = hashlib.md5(self.apop_timestamp.encode("ascii") + password).hexdigest()
             if hmac.compare_digest(expected, digest):
                 step = success(credentials.user)
             else:
