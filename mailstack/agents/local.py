@@ -85,6 +85,35 @@ def delivered_to(content):
     return found
 
 
+def qualified_users(users, domain):
+    """Wrap a userdb lookup so a bare local name is also tried as ``name@domain``.
+
+    passwd-file users are often full addresses, while local(8) sees bare
+    names.  Returns None when ``users`` is None.
+    """
+    if users is None:
+        return None
+
+    async def lookup(name):
+        info = await users(name)
+        if info is None and "@" not in name:
+            info = await users("%s@%s" % (name, domain))
+        return info
+    return lookup
+
+
+def local_expand(config, name, values):
+    """Expand a local(8) parameter: ``$user``, ``$home``... from ``values``, then main.cf names.
+
+    ``forward_path`` and ``luser_relay`` hold per-recipient variables that
+    main.cf expansion does not know, so they are read unexpanded.
+    """
+    text = config.text(name)
+    for key in sorted(values, key=len, reverse=True):
+        text = text.replace("${%s}" % key, values[key]).replace("$" + key, values[key])
+    return config.expand_text(text, name).strip()
+
+
 class _State:
     """One recipient's expansion."""
 
@@ -110,12 +139,14 @@ class LocalAgent:
         resolver: tells local domains apart (:class:`~mailstack.rewrite.resolve.Resolver`).
         aliases: the ``alias_maps`` search list (``lookup(key) -> Deferred``), or None.
         users: ``async (name) -> UserInfo or None`` (the auth userdb), or None.
-        system_users: look up system accounts with ``pwd`` (and their .forward).
+        accounts: ``(name) -> pwd entry`` raising KeyError for unknown names
+            (``pwd.getpwnam``, the default), or None to ignore system accounts.
     """
 
     name = "local"
 
-    def __init__(self, config, reactor, queue, mailboxes, resolver, aliases=None, users=None, system_users=True):
+    def __init__(self, config, reactor, queue, mailboxes, resolver, aliases=None, users=None,
+                 accounts=pwd.getpwnam):
         self.config = config
         self.reactor = reactor
         self.queue = queue
@@ -123,7 +154,7 @@ class LocalAgent:
         self.resolver = resolver
         self.aliases = aliases
         self.users = users
-        self.system_users = system_users
+        self.accounts = accounts
         self.delimiter = config["recipient_delimiter"]
         self.double_bounce = config["double_bounce_sender"].partition("@")[0].lower()
 
@@ -207,6 +238,8 @@ class LocalAgent:
         elif dest.startswith("\\"):
             await self._user(state, dest[1:].lower(), "", address, depth, forward=False)
         else:
+            if "@" not in dest:
+                dest = "%s@%s" % (dest, self.config["myorigin"])
             target_local, target_domain = split_address(dest)
             is_self = (target_local.lower() == owner and
                        (not target_domain or self.resolver.is_local_domain(target_domain)))
@@ -260,9 +293,9 @@ class LocalAgent:
             state.texts.append("delivered to maildir")
             return
         account = None
-        if self.system_users:
+        if self.accounts is not None:
             try:
-                account = pwd.getpwnam(user)
+                account = self.accounts(user)
             except KeyError:
                 account = None
         if account is not None:
@@ -276,21 +309,18 @@ class LocalAgent:
             await self._maildir(state, path, user, self._with_headers(state, address), 0)
             state.texts.append("delivered to maildir")
             return
-        relay = self.config["luser_relay"]
-        if relay:
+        if self.config.text("luser_relay").strip():
             local, domain = split_address(address)
-            target = (relay.replace("${user}", user).replace("$user", user)
-                      .replace("${extension}", ext).replace("$extension", ext)
-                      .replace("${local}", local).replace("$local", local)
-                      .replace("${domain}", domain).replace("$domain", domain)
-                      .replace("${recipient}", address).replace("$recipient", address))
+            target = local_expand(self.config, "luser_relay", {
+                "user": user, "extension": ext, "local": local, "domain": domain, "recipient": address})
+            if "@" not in target:
+                target = "%s@%s" % (target, self.config["myorigin"])
             await self._recipient(state, target, depth + 1)
             return
         raise DeliveryError("5.1.1", 'unknown user: "%s"' % user)
 
     async def _read_forward(self, account, user):
-        path = (self.config["forward_path"].replace("${home}", account.pw_dir).replace("$home", account.pw_dir)
-                .replace("${user}", user).replace("$user", user))
+        path = local_expand(self.config, "forward_path", {"home": account.pw_dir, "user": user})
 
         def read():
             try:

@@ -28,7 +28,7 @@ from typing import Callable
 
 from twisted.application import service
 
-from mailstack.agents.local import LocalAgent
+from mailstack.agents.local import LocalAgent, qualified_users
 from mailstack.agents.mailbox import StoreMailboxes
 from mailstack.agents.simple import DiscardAgent, ErrorAgent
 from mailstack.agents.virtual import VirtualAgent
@@ -84,24 +84,9 @@ def _user_lookup(ctx, config):
     return lookup
 
 
-def _local_users(parts):
-    """Local names are looked up as ``name``, then ``name@$mydomain`` (passwd-file users are often full addresses)."""
-    users = parts.users
-    if users is None:
-        return None
-    domain = parts.config["mydomain"]
-
-    async def lookup(name):
-        info = await users(name)
-        if info is None and "@" not in name:
-            info = await users("%s@%s" % (name, domain))
-        return info
-    return lookup
-
-
 TRANSPORTS = (
     Transport("local", lambda p: LocalAgent(p.config, p.ctx.reactor, p.queue, p.mailboxes, p.resolver,
-                                            p.maps("alias_maps"), _local_users(p)),
+                                            p.maps("alias_maps"), qualified_users(p.users, p.config["mydomain"])),
               "local delivery: aliases, .forward, maildir, commands, files"),
     Transport("virtual", lambda p: VirtualAgent(p.config, p.mailboxes, p.maps("virtual_mailbox_maps"), p.users),
               "virtual mailbox domains to maildir"),
