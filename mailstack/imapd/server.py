@@ -118,6 +118,10 @@ class IMAPServer(IMAP4Server):
             self.log_login("Disconnected (auth failed, {n} attempts)".format(n=self.auth_attempts), None)
         self.factory.session_closed(self)
 
+    def callLater(self, period, func):
+        # TimeoutMixin's timer, on the injected reactor (a Clock in unit tests).
+        return self.reactor.callLater(period, func)
+
     def timeoutConnection(self):
         self.send_raw(b"* BYE Disconnected for inactivity.\r\n")
         self.transport.loseConnection()

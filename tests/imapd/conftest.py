@@ -41,7 +41,7 @@ class Server:
 
     def maildir(self, user="alice@example.test"):
         local, _, domain = user.partition("@")
-        return self.config_dir.parent / "mail" / domain / local / "Maildir"
+        return self.config_dir / "mail" / domain / local / "Maildir"
 
 
 def add_users(config_dir, extra_main_cf=""):
@@ -88,3 +88,27 @@ async def imap_server(config_dir):
 def in_thread(function, *args, **kwargs):
     """Run a blocking client call in a thread; returns a Deferred."""
     return threads.deferToThread(function, *args, **kwargs)
+
+
+def threaded(function):
+    """Run a blocking test body ``function(imap_server)`` in a thread under pytest-twisted."""
+    import functools
+
+    @functools.wraps(function)
+    @pytest_twisted.ensureDeferred
+    async def wrapper(imap_server):
+        await in_thread(function, imap_server)
+
+    return wrapper
+
+
+def connect(server, user="alice@example.test", login=True, tls=False):
+    """Return a raw :class:`~tests.imapd.client.Conn`, logged in as ``user`` unless ``login`` is False."""
+    from tests.imapd.client import Conn, client_tls_context
+    if tls:
+        conn = Conn(server.ports["imaps"], tls_context=client_tls_context(server.config_dir / "tls" / "ca.pem"))
+    else:
+        conn = Conn(server.ports["imap"])
+    if login:
+        conn.login(user, USERS[user])
+    return conn
