@@ -137,7 +137,7 @@ class SQLiteTable(Table):
         elif settings.get("table") and settings.get("select_field") and settings.get("where_field"):
             self.query = "SELECT %s FROM %s WHERE %s = '%%s' %s" % (
                 settings["select_field"], settings["table"], settings["where_field"],
-                settings.get("additional_conditions", ""))
+                settings.get("additional_conditions", "").replace("%", "%%"))
         else:
             raise TableConfigError("%s: query is not set" % self.path)
         self.result_format = settings.get("result_format", "%s")
