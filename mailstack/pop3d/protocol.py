@@ -149,6 +149,7 @@ class POP3Server(login.AuthorizationCommands, transaction.TransactionCommands, P
         self._output_paused = False
         self._input_paused = False
         self._closing = False
+        self._producer_registered = None
         self._idle_call = None
         self._bad_commands = 0
         self._auth_failures = 0
@@ -170,6 +171,7 @@ class POP3Server(login.AuthorizationCommands, transaction.TransactionCommands, P
         self.tls = ISSLTransport.providedBy(transport)
         self.update_security()
         transport.registerProducer(self, True)
+        self._producer_registered = True
         self._idle_call = self.clock.callLater(self.settings.idle_timeout, self._idle_timeout)
         self.send("+OK " + self.greeting())
 
@@ -196,7 +198,13 @@ class POP3Server(login.AuthorizationCommands, transaction.TransactionCommands, P
 
     def close(self):
         """Stop reading commands and close once the pending output is sent."""
+        if self._closing and self._producer_registered is False:
+            return
         self._closing = True
+        if self._producer_registered:
+            # A TLS transport closes only once no producer is registered.
+            self._producer_registered = False
+            self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     # -- IPushProducer: the transport's output buffer drives command processing
