@@ -10,15 +10,16 @@ Only ``<CR><LF>.<CR><LF>`` ends a message (RFC 5321 §4.1.1.4).  A bare
 the server immune to SMTP smuggling (RFC 5321 §2.3.8; the 2023
 "SMTP smuggling" advisories, Postfix ``smtpd_forbid_bare_newline``).
 Dot-unstuffing (RFC 5321 §4.5.2) removes the first dot of every line that
-starts with one.
+starts with one (``..x`` becomes ``.x``, ``.x`` becomes ``x``).
 
 Design note: the reader keeps the unconsumed input in ``_buf``, which (in
 the normal state) starts with the ``<CR><LF>`` that ended the previous line
 and has not been passed on yet; at the start of a message that CRLF is a
 virtual one.  Searching ``_buf + chunk`` with ``bytes.find`` therefore finds
 an end-of-data sequence wherever chunk boundaries fall, and
-``replace(b"\\r\\n..", b"\\r\\n.")`` unstuffs every complete line in one C-level
-pass.  The CRLF before the end marker belongs to the message; the marker's
+``replace(b"\\r\\n.", b"\\r\\n")`` unstuffs every complete line in one C-level
+pass (the end marker has been excluded before, so every remaining
+line-initial dot is a stuffing dot to delete).  The CRLF before the end marker belongs to the message; the marker's
 ``.<CR><LF>`` does not.  A line longer than :data:`LONG_LINE` without CRLF is
 passed on in pieces ("mid-line" state) so that memory stays bounded; the
 last byte is held back when it is a CR, which could begin the end marker.
@@ -74,16 +75,16 @@ class DotReader:
                 self._midline = False
             end = data.find(b"\r\n.\r\n")
             if end >= 0:
-                self._emit(data[:end + 2].replace(b"\r\n..", b"\r\n."))
+                self._emit(data[:end + 2].replace(b"\r\n.", b"\r\n"))
                 self._buf = b""
                 return data[end + 5:]
             last = data.rfind(b"\r\n")
             if last > 0:
-                self._emit(data[:last].replace(b"\r\n..", b"\r\n."))
+                self._emit(data[:last].replace(b"\r\n.", b"\r\n"))
                 data = data[last:]
             if len(data) > LONG_LINE:
                 keep = 1 if data.endswith(b"\r") else 0
-                self._emit(data[:len(data) - keep].replace(b"\r\n..", b"\r\n.", 1))
+                self._emit(data[:len(data) - keep].replace(b"\r\n.", b"\r\n", 1))
                 self._first = False
                 self._midline = True
                 data = data[len(data) - keep:]
