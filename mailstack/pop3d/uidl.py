@@ -11,8 +11,9 @@ so does mailstack, so that clients switching servers re-download nothing.
 Variables (Dovecot's): ``%u`` the IMAP UID, ``%v`` the folder's
 UIDVALIDITY, ``%g`` the message GUID, ``%f`` the maildir base file name;
 ``%%`` is a percent sign.  Numeric variables take Dovecot's modifiers: a
-width, zero-padded when it begins with ``0``, and ``X`` for upper-case hex
-(``%08Xu``); a width before ``%g`` or ``%f`` keeps that many characters.  A UIDL
+width, zero-padded when it begins with ``0``, and ``X`` for hex, which
+Dovecot writes in lower case (``%08Xu%08Xv`` gives ``000000016b0402fc``;
+a test runs Dovecot's pop3 on the same maildir to keep it so); a width before ``%g`` or ``%f`` keeps that many characters.  A UIDL
 never holds a space, so numbers are always padded with zeros.  ``%m`` (an MD5 of the header) is not supported: it would
 mean reading every message at login.
 """
@@ -76,7 +77,7 @@ class UIDLFormat:
             width, hexa, variable = match.group(3, 4, 5)
             value = values[variable]
             if variable in _NUMERIC:
-                text = ("%X" if hexa else "%d") % value
+                text = ("%x" if hexa else "%d") % value
                 return text.rjust(int(width), "0") if width else text
             # Dovecot: a width before a string variable keeps that many characters.
             return str(value)[:int(width)] if width else str(value)

@@ -64,7 +64,7 @@ async def test_stat_list_uidl_retr(server):
     assert listing[0] == b"+OK 2 messages:"
     assert listing[1] == [b"1 %d" % sizes[0], b"2 %d" % sizes[1]]
     folder.sync()
-    expected = [b"%d %08X%08X" % (i + 1, uid, folder.uidvalidity) for i, uid in enumerate(uids)]
+    expected = [b"%d %08x%08x" % (i + 1, uid, folder.uidvalidity) for i, uid in enumerate(uids)]
     assert uidl[1] == expected
     assert single == (b"+OK 2 %d" % sizes[1], b"+OK " + expected[0])
     for (response, lines, octets), body, size in zip(retr, bodies, sizes):

@@ -6,7 +6,7 @@ from mailstack.pop3d.uidl import UIDLFormat, UIDLFormatError
 
 
 @pytest.mark.parametrize("pattern, expected", [
-    ("%08Xu%08Xv", "0000002A5F5E1000"),
+    ("%08Xu%08Xv", "0000002a5f5e1000"),
     ("%u.%v", "42.1600000000"),
     ("%g", "0123abcd"),
     ("%f", "1700000000.M1P2Q3.host"),
