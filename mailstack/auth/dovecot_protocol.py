@@ -200,6 +200,7 @@ class _Request:
         self.busy = False           # a step is running; the client must wait
         self.final_ok = False       # success data was sent as CONT; OK follows the next CONT
         self.final_resp_ok = False  # the client takes success data in OK's resp=
+        self.tls = False            # the auth client said "secured" (TLS to its client)
         self.user = ""
         self.timeout = None
 
@@ -339,6 +340,7 @@ class DovecotAuthServer(LineOnlyReceiver):
             return
         pending = self._requests[request_id] = _Request(request_id, mechanism, session, request)
         pending.final_resp_ok = options.get("final-resp-ok") is True
+        pending.tls = options.get("secured") is True
         self._run_step(pending, initial)
 
     def _handle_cont(self, args):
@@ -447,7 +449,7 @@ class DovecotAuthServer(LineOnlyReceiver):
         request = pending.request
         log.info("{service}({user},{rip},<{session}>): authenticated, method={mechanism}, lip={lip}{tls}",
                  service=request.service, user=pending.user, rip=request.remote_ip, session=request.session,
-                 mechanism=pending.mechanism, lip=request.local_ip, tls=", secured" if request.secure else "")
+                 mechanism=pending.mechanism, lip=request.local_ip, tls=", TLS" if pending.tls else "")
 
     def _log_failure(self, pending, reason, temporary):
         # The auth service has logged the reason already (at info with auth_verbose = yes,

@@ -40,7 +40,7 @@ Parameters read: those of the auth service (``passdb``, ``auth_mechanisms``,
 
 Log lines (``mailstack/auth``)::
 
-    smtp(joe@example.com,192.0.2.1,<1.1>): authenticated, method=PLAIN, lip=192.0.2.2
+    smtp(joe@example.com,192.0.2.1,<1.1>): authenticated, method=PLAIN, lip=192.0.2.2, TLS
     warning: BUG: Authentication client 4242 (cuid=3) sent unknown command 'FOO'; disconnecting
 """
 

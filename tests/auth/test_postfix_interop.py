@@ -8,6 +8,8 @@ client.  Skipped only when Postfix (or swaks) is not installed.
 """
 
 import shutil
+import smtplib
+import ssl
 import subprocess
 
 import pytest
@@ -17,10 +19,12 @@ from twisted.internet import reactor, threads
 from mailstack import app
 from mailstack.auth.schemes import registry as schemes
 from tests.auth.helpers import captured_log
-from tests.interop.postfix import postfix_factory  # noqa: F401 (pytest fixture)
+from tests.conftest import run_cli
+from tests.interop.postfix import PostfixInstance, skip_reason
 
 USER = "joe@example.test"
 PASSWORD = "correct horse"
+CRAM_USER = "ann@example.test"   # stored as {PLAIN}, so CRAM-MD5 can serve her
 
 
 def _swaks(port, *args):
@@ -30,29 +34,46 @@ def _swaks(port, *args):
     return result.returncode, result.stdout + result.stderr
 
 
-@pytest.fixture
-def postfix_with_mailstack_auth(config_dir, postfix_factory):  # noqa: F811 (fixture argument)
-    """A started Postfix whose smtpd asks mailstack's auth service (running in-process) over private/auth."""
-    if shutil.which("swaks") is None:
-        pytest.skip("swaks is not installed (Debian package 'swaks'; .ci/run installs it)")
-    postfix = postfix_factory(main_cf={
+@pytest.fixture(scope="module")
+def postfix_with_mailstack_auth(tmp_path_factory):
+    """A started Postfix whose smtpd asks mailstack's auth service (running in-process) over private/auth.
+
+    Module-scoped: starting Postfix takes a few seconds, and the tests only read from it.
+    """
+    reason = skip_reason() or (shutil.which("swaks") is None and
+                               "swaks is not installed (Debian package 'swaks'; .ci/run installs it)")
+    if reason:
+        pytest.skip(reason)
+    config_dir = tmp_path_factory.mktemp("mailstack") / "etc"
+    status, _, err = run_cli("--config", config_dir, "init", "--ports", "dev", "--domain", "example.test")
+    assert status == 0, err
+    postfix = PostfixInstance(main_cf={
         "smtpd_sasl_auth_enable": "yes",
         "smtpd_sasl_type": "dovecot",
         "smtpd_sasl_path": "private/auth",
+        # STARTTLS with the certificate mailstack init made (read by smtpd as root, before it drops privileges).
+        "smtpd_tls_security_level": "may",
+        "smtpd_tls_cert_file": config_dir / "tls" / "server.pem",
+        "smtpd_tls_key_file": config_dir / "tls" / "server.key",
     })
-    postfix.check()
-    with open(config_dir / "passwd", "a") as handle:
-        handle.write("%s:%s:1000:1000::/home/joe::\n" % (USER, schemes.generate("SHA512-CRYPT", PASSWORD)))
-    with open(config_dir / "main.cf", "a") as handle:
-        handle.write("auth_mechanisms = plain login cram-md5\nauth_failure_delay = 0.5s\n")
-    (config_dir / "master.cf").write_text("auth unix:%s:mode=0666 auth\n" % postfix.private_path("auth"))
-    root = app.make_service(str(config_dir), reactor=reactor)
-    root.privilegedStartService()
-    root.startService()
-    postfix.start()
-    yield postfix
-    postfix.stop()
-    pytest_twisted.blockon(root.stopService())
+    try:
+        postfix.check()
+        with open(config_dir / "passwd", "a") as handle:
+            handle.write("%s:%s:1000:1000::/home/joe::\n" % (USER, schemes.generate("SHA512-CRYPT", PASSWORD)))
+            handle.write("%s:{PLAIN}%s:1001:1001::/home/ann::\n" % (CRAM_USER, PASSWORD))
+        with open(config_dir / "main.cf", "a") as handle:
+            handle.write("auth_mechanisms = plain login cram-md5\nauth_failure_delay = 0.2s\n")
+        (config_dir / "master.cf").write_text("auth unix:%s:mode=0666 auth\n" % postfix.private_path("auth"))
+        root = app.make_service(str(config_dir), reactor=reactor)
+        root.privilegedStartService()
+        root.startService()
+        try:
+            postfix.start()
+            yield postfix
+        finally:
+            pytest_twisted.blockon(root.stopService())
+    finally:
+        postfix.cleanup()
 
 
 @pytest_twisted.ensureDeferred
@@ -84,12 +105,38 @@ async def test_postfix_accepts_plain_and_login_and_refuses_a_wrong_password(post
 
 
 @pytest_twisted.ensureDeferred
-async def test_postfix_sees_only_mechanisms_mailstack_offers(postfix_with_mailstack_auth):
-    """Postfix advertises exactly mailstack's auth_mechanisms minus those the passdb cannot serve."""
+async def test_postfix_cram_md5_runs_a_challenge_through_mailstack(postfix_with_mailstack_auth):
+    """Postfix offers CRAM-MD5 from mailstack's list and relays its challenge; a {PLAIN} user passes, others fail."""
     postfix = postfix_with_mailstack_auth
-    # CRAM-MD5 needs {CRAM-MD5} or plaintext passwords, which passwd-file can give, so it is offered;
-    # an unknown user fails for it like for the others.
     status, out = await threads.deferToThread(_swaks, postfix.port, "--auth", "CRAM-MD5",
-                                              "--auth-user", "nobody@example.test", "--auth-password", "x")
+                                              "--auth-user", CRAM_USER, "--auth-password", PASSWORD)
     assert "250-AUTH PLAIN LOGIN CRAM-MD5" in out
+    assert status == 0 and "235 2.7.0 Authentication successful" in out, out
+    # joe's password is a SHA512-CRYPT hash: CRAM-MD5 cannot serve him, whatever password he gives.
+    status, out = await threads.deferToThread(_swaks, postfix.port, "--auth", "CRAM-MD5",
+                                              "--auth-user", USER, "--auth-password", PASSWORD)
     assert status != 0 and "535 5.7.8 Error: authentication failed" in out
+
+
+def _starttls_login(port, user, password):
+    """STARTTLS then AUTH PLAIN with smtplib (swaks here has no TLS); return the AUTH reply code."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with smtplib.SMTP("127.0.0.1", port, timeout=15) as client:
+        client.starttls(context=context)
+        client.ehlo()
+        code, _ = client.auth("PLAIN", lambda challenge=None: "\0%s\0%s" % (user, password),
+                              initial_response_ok=True)
+        return code
+
+
+@pytest_twisted.ensureDeferred
+async def test_postfix_marks_tls_sessions_secured(postfix_with_mailstack_auth):
+    """After STARTTLS Postfix sends `secured`; mailstack's log line for the login says TLS."""
+    postfix = postfix_with_mailstack_auth
+    with captured_log() as lines:
+        code = await threads.deferToThread(_starttls_login, postfix.port, USER, PASSWORD)
+    assert code == 235
+    logins = [line for line in lines if "authenticated, method=PLAIN" in line]
+    assert len(logins) == 1 and logins[0].endswith(", TLS") and USER in logins[0]

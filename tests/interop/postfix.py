@@ -11,7 +11,14 @@ the tests do not run as root, which Postfix needs to start)::
         ... talk SMTP to 127.0.0.1:pf.port ...
         assert pf.wait_for_log(r"sasl_method=PLAIN")
 
-or, outside pytest fixtures, ``with PostfixInstance(directory) as pf: ...``.
+or, outside pytest fixtures, ``with PostfixInstance() as pf: ...`` (a benchmark, say).
+
+Recipes: ``mailboxes=["joe@example.test"]`` makes Postfix deliver that
+address itself into a maildir (:meth:`PostfixInstance.maildir_messages`),
+so it can be the receiving end of mailstack's SMTP client;
+``main_cf={"relayhost": "[127.0.0.1]:%d" % port}`` makes it relay
+everything else to a mailstack smtpd under test; ``smtpd_options`` adds
+``-o`` overrides to its smtpd (e.g. ``{"smtpd_sasl_auth_enable": "yes"}``).
 
 What you get: ``config_directory`` (``main.cf``, ``master.cf``),
 ``queue_directory`` and ``data_directory`` of its own, so instances do not
@@ -114,14 +121,18 @@ class PostfixInstance:
         master_cf: extra master.cf lines appended after the standard services.
         smtpd_options: ``-o name=value`` overrides for the listening smtpd, name -> value.
         hostname: ``myhostname``.
+        mailboxes: addresses that Postfix delivers itself (virtual(8)) into ``mail/DOMAIN/LOCALPART/``
+            maildirs, read back with :meth:`maildir_messages`; other addresses of their domains are
+            rejected at RCPT, other domains follow the usual rules (``relayhost = [127.0.0.1]:PORT``
+            sends them to a server under test).
 
     Attributes:
-        config_directory, queue_directory, data_directory, maillog: paths.
+        config_directory, queue_directory, data_directory, maillog, mail_directory: paths.
         port: the SMTP port.
     """
 
     def __init__(self, directory=None, port=None, main_cf=None, master_cf="", smtpd_options=None,
-                 hostname="postfix.example.test"):
+                 hostname="postfix.example.test", mailboxes=()):
         self._temporary = directory is None
         if directory is None:
             directory = tempfile.mkdtemp(prefix="mailstack-postfix-")
@@ -131,6 +142,8 @@ class PostfixInstance:
         self.queue_directory = os.path.join(self.directory, "queue")
         self.data_directory = os.path.join(self.directory, "data")
         self.maillog = os.path.join(self.directory, "log", "maillog")
+        self.mail_directory = os.path.join(self.directory, "mail")
+        self.mailboxes = tuple(address.lower() for address in mailboxes)
         self.port = port or free_port()
         self.hostname = hostname
         self.main_cf = dict(main_cf or {})
@@ -165,6 +178,17 @@ class PostfixInstance:
             "smtpd_peername_lookup": "no",
         }
 
+    def _maildir_main_cf(self):
+        owner = pwd.getpwnam("postfix")
+        return {
+            "virtual_mailbox_domains": " ".join(sorted({a.rpartition("@")[2] for a in self.mailboxes})),
+            "virtual_mailbox_base": self.mail_directory,
+            # texthash: no postmap step; Postfix forbids regexp substitution in this table.
+            "virtual_mailbox_maps": "texthash:%s" % os.path.join(self.config_directory, "vmailbox"),
+            "virtual_uid_maps": "static:%d" % owner.pw_uid,
+            "virtual_gid_maps": "static:%d" % owner.pw_gid,
+        }
+
     def private_path(self, name):
         """Return the absolute path of ``private/NAME`` in the queue directory (see the module doc)."""
         return os.path.join(self.queue_directory, "private", name)
@@ -183,6 +207,14 @@ class PostfixInstance:
             os.makedirs(path, mode=0o700, exist_ok=True)
             os.chown(path, owner.pw_uid, -1)
         settings = self.default_main_cf()
+        if self.mailboxes:
+            settings.update(self._maildir_main_cf())
+            os.makedirs(self.mail_directory, mode=0o755, exist_ok=True)
+            os.chown(self.mail_directory, owner.pw_uid, owner.pw_gid)
+            with open(os.path.join(self.config_directory, "vmailbox"), "w") as handle:
+                for address in self.mailboxes:
+                    local, _, domain = address.rpartition("@")
+                    handle.write("%s %s/%s/\n" % (address, domain, local))
         settings.update(self.main_cf)
         with open(os.path.join(self.config_directory, "main.cf"), "w") as handle:
             handle.write("# written by tests/interop/postfix.py\n")
@@ -277,6 +309,20 @@ class PostfixInstance:
 
     def __exit__(self, *exc_info):
         self.cleanup()
+
+    def maildir_messages(self, address):
+        """Return the messages (bytes) delivered to ``address`` (one of ``mailboxes``), oldest first."""
+        local, _, domain = address.lower().rpartition("@")
+        folder = os.path.join(self.mail_directory, domain, local, "new")
+        try:
+            names = sorted(os.listdir(folder), key=lambda name: os.stat(os.path.join(folder, name)).st_mtime)
+        except FileNotFoundError:
+            return []
+        result = []
+        for name in names:
+            with open(os.path.join(folder, name), "rb") as handle:
+                result.append(handle.read())
+        return result
 
     # -- log --------------------------------------------------------------------
 
