@@ -253,7 +253,10 @@ def _addresses(value):
             continue
         local, at, domain = address.rpartition("@") if "@" in address else (address, "", "")
         result.append([name or None, None, local or None, domain or None])
-    return result or None
+    if not result:
+        return None
+    # RFC 3501 §9: env-from = "(" 1*address ")": addresses follow each other without spaces.
+    return Raw(b"(" + b"".join(encode_list(address) for address in result) + b")")
 
 
 def email_getaddresses(value):

@@ -60,7 +60,8 @@ def filter_header(header, names, negate):
     order and octets and always ends with the empty line.
     """
     wanted = {n.lower() for n in names}
-    out = [raw for name, raw in header_fields(header) if (name.lower() in wanted) != negate]
+    out = [raw for name, raw in header_fields(header)
+           if (name.decode("ascii", "replace").lower() in wanted) != negate]
     return b"".join(out) + b"\r\n"
 
 

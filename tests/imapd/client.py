@@ -118,6 +118,7 @@ class Conn:
 
     def close(self):
         try:
+            self.file.close()
             self.sock.close()
         except OSError:
             pass
