@@ -27,6 +27,11 @@ COMMANDS = {
     "pw": ("mailstack.admin.pw", "generate or check password hashes, as doveadm pw"),
     "user": ("mailstack.admin.user", "add, remove, list and show users (passwd-file, userdb)"),
     "auth": ("mailstack.admin.authtest", "test a user's login against the passdb, as doveadm auth test"),
+    "postqueue": ("mailstack.admin.postqueue", "list or flush the mail queue, as Postfix's postqueue"),
+    "mailq": ("mailstack.admin.mailq", "list the mail queue (postqueue -p)"),
+    "postsuper": ("mailstack.admin.postsuper", "delete, hold, release or requeue queued mail, as Postfix's postsuper"),
+    "postcat": ("mailstack.admin.postcat", "show a queued message, as Postfix's postcat -q"),
+    "sendmail": ("mailstack.admin.sendmail", "submit a message from standard input, as sendmail(1)"),
 }
 
 

@@ -1,0 +1,62 @@
+"""End to end: sendmail while the server is stopped, pickup and delivery at start, maillog read by pflogsumm."""
+
+import subprocess
+
+import pytest
+
+from tests.conftest import subprocess_env
+from tests.queue.server import Server, prepare
+
+MESSAGE = b"Subject: hello\n\nhello world\n"
+
+
+def _sendmail(config_dir, *args, data=MESSAGE):
+    return subprocess.run(["mailstack", "--config", str(config_dir), "sendmail"] + list(args), input=data,
+                          capture_output=True, env=subprocess_env(), timeout=30)
+
+
+def _maildir(config_dir, domain, user):
+    new = config_dir / "mail" / domain / user / "Maildir" / "new"
+    return sorted(p.read_bytes() for p in new.iterdir()) if new.is_dir() else []
+
+
+@pytest.fixture
+def server(config_dir, tmp_path):
+    """A queue-only server on an init'ed configuration (not started)."""
+    prepare(config_dir)
+    srv = Server(config_dir, tmp_path / "maillog")
+    yield srv
+    srv.stop()
+
+
+def test_sendmail_while_stopped_then_delivery_and_pflogsumm(server, config_dir):
+    """Mail submitted while the server is down is picked up, delivered, bounced or deferred, and pflogsumm counts it."""
+    assert _sendmail(config_dir, "-f", "root@example.test", "alice@example.test").returncode == 0
+    assert _sendmail(config_dir, "-f", "root@example.test", "nobody@example.test").returncode == 0
+    assert _sendmail(config_dir, "-oi", "-t", "-f", "root@example.test",
+                     data=b"To: someone@remote.invalid\nBcc: alice@example.test\nSubject: t\n\nbody\n.\nmore\n"
+                     ).returncode == 0
+    assert len(list((config_dir / "queue" / "maildrop").iterdir())) == 3
+    server.start()
+    server.wait_for("", predicate=lambda: len(_maildir(config_dir, "example.test", "alice")) == 2
+                    and server.log().count(": removed") >= 3 and "status=deferred" in server.log())
+    server.stop()
+    log = server.log()
+    first, second = _maildir(config_dir, "example.test", "alice")
+    assert b"Delivered-To: alice@example.test\n" in first and b"Message-Id: <" in first
+    bcc_copy = first if b"more" in first else second
+    assert b"Bcc:" not in bcc_copy and b"\n.\nmore\n" in bcc_copy
+    assert "mailstack/pickup[" in log and " uid=0 from=<root@example.test>" in log
+    assert 'status=bounced (unknown user: "nobody@example.test")' in log
+    assert "status=deferred (mail transport unavailable)" in log
+    summary = subprocess.run(["pflogsumm", "--syslog-name=mailstack", str(server.log_path)],
+                             capture_output=True, text=True, timeout=30).stdout
+    totals = {}
+    for line in summary.split("Grand Totals")[1].split("bytes received")[0].splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].isdigit():
+            totals[" ".join(parts[1:]).split(" (")[0]] = int(parts[0])
+    assert totals["received"] == 3  # the submissions; notices are not "received", as in Postfix
+    assert totals["delivered"] == 2
+    assert totals["bounced"] >= 1
+    assert totals["deferred"] == 1
