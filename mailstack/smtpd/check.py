@@ -40,6 +40,7 @@ from typing import Callable
 
 from mailstack.common.reply import Reject, reject
 from mailstack.config.maincf import ConfigError
+from mailstack.config.types import split_list
 
 # The reply texts Postfix uses to say which part of the request was refused.
 STAGE_TEXT = {
@@ -189,6 +190,12 @@ def register(restriction):
     RESTRICTIONS[restriction.name] = restriction
 
 
+def restriction_words(config, parameter):
+    """Return the words of a restriction list; restriction classes are site-defined names."""
+    value = config.get(parameter) or ()
+    return split_list(value) if isinstance(value, str) else list(value)
+
+
 def validate(config, parameter, _seen=()):
     """Check that every word of restriction list ``parameter`` is known.
 
@@ -196,7 +203,7 @@ def validate(config, parameter, _seen=()):
         ConfigError: naming the parameter and the unknown word.
     """
     classes = set(config["smtpd_restriction_classes"])
-    words = list(config.get(parameter) or ())
+    words = restriction_words(config, parameter)
     i = 0
     while i < len(words):
         word = words[i]
@@ -225,7 +232,7 @@ async def evaluate(ctx, parameter, _depth=0):
     if _depth > 20:
         raise ConfigError("%s: restriction classes nest too deeply" % parameter)
     classes = ctx.config["smtpd_restriction_classes"]
-    words = list(ctx.config.get(parameter) or ())
+    words = restriction_words(ctx.config, parameter)
     i = 0
     while i < len(words):
         word = words[i]

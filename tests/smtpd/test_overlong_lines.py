@@ -1,0 +1,51 @@
+"""Overlong input: command lines past line_length_limit, endless lines, long message lines."""
+
+import pytest_twisted
+
+from tests.smtpd.harness import in_thread, raw_session
+
+
+@pytest_twisted.ensureDeferred
+async def test_overlong_command_is_refused_and_session_continues(smtpd):
+    """A command line longer than line_length_limit gets 500 5.5.2; the next command works."""
+    server = await smtpd()
+    payload = b"EHLO c\r\nMAIL FROM:<" + b"a" * 3000 + b"@example.org>\r\nNOOP\r\nQUIT\r\n"
+    out = (await in_thread(raw_session, server.port, payload, b"221 ")).decode()
+    assert "500 5.5.2 Error: line too long\r\n250 2.0.0 Ok\r\n221 2.0.0 Bye" in out
+
+
+@pytest_twisted.ensureDeferred
+async def test_endless_line_is_not_buffered(smtpd):
+    """A megabyte without a line end is dropped as it arrives, answered once when the line ends."""
+    server = await smtpd()
+    payload = b"EHLO c\r\n" + b"x" * (1024 * 1024) + b"\r\nNOOP\r\nQUIT\r\n"
+    out = (await in_thread(raw_session, server.port, payload, b"221 ")).decode()
+    assert out.count("500 5.5.2 Error: line too long") == 1
+    assert "250 2.0.0 Ok\r\n221 2.0.0 Bye" in out
+
+
+@pytest_twisted.ensureDeferred
+async def test_long_message_lines_are_stored_intact(smtpd):
+    """Message lines far longer than line_length_limit are stored byte for byte."""
+    server = await smtpd()
+    line = b"y" * 300000
+    payload = (b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<x@example.test>\r\nDATA\r\nSubject: long\r\n\r\n"
+               + line + b"\r\n.\r\nQUIT\r\n")
+    out = await in_thread(raw_session, server.port, payload, b"221 ")
+    assert b"250 2.0.0 Ok: queued as" in out
+    assert server.queued()[0].read_content().endswith(b"\n\n" + line + b"\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_oversized_header_block_is_bounded(smtpd):
+    """A header block past header_size_limit stops being treated as headers but is stored whole."""
+    server = await smtpd(header_size_limit="2048", always_add_missing_headers="yes")
+    header = b"X-Big: " + b"z" * 5000 + b"\r\n"
+    payload = (b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<x@example.test>\r\nDATA\r\nSubject: s\r\n" + header
+               + b"\r\nbody\r\n.\r\nQUIT\r\n")
+    out = await in_thread(raw_session, server.port, payload, b"221 ")
+    assert b"250 2.0.0 Ok: queued as" in out
+    content = server.queued()[0].read_content()
+    assert b"z" * 5000 in content and content.endswith(b"\nbody\n")
+    # Missing headers were added where the header block ended, before the oversized line.
+    assert content.index(b"Message-Id: <") < content.index(b"X-Big:")
