@@ -448,7 +448,8 @@ class SMTPServerProtocol(Protocol):
         evaluated (relay restrictions, then recipient restrictions).
         """
         for parameter in self.server.stage_lists(stage):
-            ctx = self.server.check_context(self, stage, recipient)
+            # A delayed client/helo/sender list still rejects in its own words (Postfix).
+            ctx = self.server.check_context(self, self.server.list_stage(parameter, stage), recipient)
             verdict = await check.evaluate(ctx, parameter)
             if verdict.action in ("REJECT", "DEFER"):
                 log.info("{line}", line=check.reject_log(None, stage, ctx, verdict.reply),

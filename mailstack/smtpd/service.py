@@ -120,6 +120,13 @@ class SMTPServer:
             names = (RESTRICTION_LISTS[stage],)
         return tuple(n for n in names if self.config[n])
 
+    def list_stage(self, parameter, default):
+        """Return the stage whose words a restriction list's rejects use (RCPT for relay/recipient lists)."""
+        for stage, names in RESTRICTION_LISTS.items():
+            if parameter == names or (isinstance(names, tuple) and parameter in names):
+                return stage
+        return default
+
     def check_context(self, session, stage, recipient=None):
         return CheckContext(self, session, stage, recipient)
 
