@@ -1,0 +1,63 @@
+"""cleanup through the real SMTP server: envelope rewriting, BCC, added headers and the message-id log."""
+
+import pytest_twisted
+
+from tests.smtpd.conftest import smtp_config_dir, smtpd  # noqa: F401  (fixtures)
+from tests.smtpd.harness import in_thread, raw_session
+
+
+def _send(port, sender, rcpts, content):
+    lines = b"EHLO c.example\r\nMAIL FROM:<%s>\r\n" % sender.encode()
+    for rcpt in rcpts:
+        lines += b"RCPT TO:<%s>\r\n" % rcpt.encode()
+    return raw_session(port, lines + b"DATA\r\n" + content + b".\r\nQUIT\r\n", b"221 ")
+
+
+@pytest_twisted.ensureDeferred
+async def test_envelope_is_rewritten_before_queueing(smtpd, tmp_path):
+    """Sender canonical + masquerade, virtual expansion with orig_to kept, and BCC copies reach the queue file."""
+    (tmp_path / "virtual").write_text("team@example.test x@example.test, joe@example.test\n")
+    server = await smtpd(sender_canonical_maps="inline:{alice@host.example.org=alice@dept.example.org}",
+                         masquerade_domains="example.org", virtual_alias_maps="texthash:%s" % (tmp_path / "virtual"),
+                         always_bcc="archive@example.test")
+    out = await in_thread(_send, server.port, "alice@host.example.org", ["team@example.test", "joe@example.test"],
+                          b"Subject: team\r\n\r\nhello\r\n")
+    assert b"250 2.0.0 Ok: queued as" in out
+    [queued] = server.queued()
+    assert queued.envelope.sender == "alice@example.org"
+    rcpts = [(r.recipient.address, r.recipient.original, r.recipient.notify) for r in queued.recipients]
+    assert rcpts == [("x@example.test", "team@example.test", ()), ("joe@example.test", "team@example.test", ()),
+                     ("archive@example.test", "", ("NEVER",))]
+
+
+@pytest_twisted.ensureDeferred
+async def test_missing_headers_are_added_for_local_clients(smtpd):
+    """A loopback client (permit_inet_interfaces) gets From:, Date:, Message-Id: and To: added; the id is logged."""
+    server = await smtpd()
+    await in_thread(_send, server.port, "alice", ["x@example.test"], b"Subject: bare\r\n\r\nbody\r\n")
+    [queued] = server.queued()
+    content = queued.read_content().decode()
+    head, _, body = content.partition("\n\n")
+    assert body == "body\n"
+    assert "\nFrom: alice@example.test\n" in head + "\n"
+    assert "\nTo: undisclosed-recipients:;" in head
+    assert "\nDate: " in head
+    message_id = [line for line in head.split("\n") if line.startswith("Message-Id: ")][0][12:]
+    assert message_id.endswith(".%s@mail.example.test>" % queued.queue_id)
+    assert server.logs.grep("%s: message-id=%s" % (queued.queue_id, message_id))
+    assert "\tfor <x@example.test>; " in head
+
+
+@pytest_twisted.ensureDeferred
+async def test_headers_kept_for_remote_clients(smtpd):
+    """Clients outside local_header_rewrite_clients get no added headers; an existing Message-ID is logged."""
+    server = await smtpd(local_header_rewrite_clients="permit_mynetworks", mynetworks="192.0.2.0/24",
+                         relay_domains="remote.example")
+    await in_thread(_send, server.port, "a@example.org", ["y@remote.example", "x@example.test"],
+                    b"Message-ID: <abc@client.example>\r\nSubject: s\r\n\r\nbody\r\n")
+    [queued] = server.queued()
+    content = queued.read_content().decode()
+    assert "Date:" not in content and "From:" not in content
+    assert server.logs.grep("%s: message-id=<abc@client.example>" % queued.queue_id)
+    first = content.split("\n")[1]
+    assert first.startswith("\tby mail.example.test (mailstack) with ESMTP id %s; " % queued.queue_id)
