@@ -21,7 +21,7 @@ while one runs, further events only mark that one more is needed.
 
 import os
 
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 log = Logger(namespace="mailstack.store")
@@ -65,6 +65,7 @@ class FolderWatch:
         self._syncing = False
         self._again = False
         self._stamp = None
+        self._idle = []
         self.syncs = 0
 
     def start(self):
@@ -137,3 +138,15 @@ class FolderWatch:
         if self._again and self.running:
             self._again = False
             self.request_sync()
+            return
+        waiters, self._idle = self._idle, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def idle(self):
+        """Return a Deferred that fires when no sync of this watch is running or pending."""
+        if not self._syncing:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._idle.append(d)
+        return d

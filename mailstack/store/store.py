@@ -10,6 +10,7 @@ Parameters read: ``mail_location``, ``myhostname``, ``mail_fsync``,
 ``mailbox_idle_check_interval``, ``quota_rule``, ``quota_full_tempfail``.
 """
 
+import collections
 import os
 import threading
 import weakref
@@ -37,11 +38,16 @@ class MailStore:
         poll_interval: seconds between polls of watched folders (0: no polling).
         use_inotify: use Linux inotify for watched folders when available.
         clock: what schedules the polls (an ``IReactorTime``; the reactor by default).
+        cache_size: how many recently used folders stay in memory when unused.
     """
 
+    cache_size = 64
+
     def __init__(self, reactor=None, config=None, hostname=None, fsync=None, poll_interval=None,
-                 use_inotify=True, clock=None):
+                 use_inotify=True, clock=None, cache_size=None):
         self.reactor = reactor
+        if cache_size is not None:
+            self.cache_size = cache_size
         self.clock = clock or reactor
         self.config = config
         self.hostname = hostname or (config["myhostname"] if config is not None else None)
@@ -57,6 +63,9 @@ class MailStore:
         self._use_inotify = use_inotify
         self._inotify = None
         self._folders = weakref.WeakValueDictionary()
+        # The most recently opened folders stay in memory even when nobody
+        # holds them, so that a new POP3/IMAP session finds them warm.
+        self._recent = collections.OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
@@ -95,12 +104,17 @@ class MailStore:
                 if self.reactor is not None:
                     folder.watch = FolderWatch(folder, self)
                 self._folders[key] = folder
+            self._recent[key] = folder
+            self._recent.move_to_end(key)
+            while len(self._recent) > self.cache_size:
+                self._recent.popitem(last=False)
             return folder
 
     def forget(self, path):
         """Drop the folder of ``path`` (after a rename or delete); its watch stops."""
         with self._lock:
             folder = self._folders.pop(os.path.realpath(path), None)
+            self._recent.pop(os.path.realpath(path), None)
         if folder is not None and folder.watch is not None and self.reactor is not None:
             self.reactor.callFromThread(folder.watch.stop)
 

@@ -35,28 +35,14 @@ All methods that touch the file block; call them from a thread.
 """
 
 import os
+import re
 import secrets
-from dataclasses import dataclass
-
 from mailstack.store import dotlock
 
 FILENAME = "dovecot-uidlist"
 VERSION = 3
-
-
-@dataclass
-class Record:
-    """One line of the uidlist.
-
-    Attributes:
-        uid: the message's IMAP UID.
-        base: its base name.
-        ext: extension fields as written (``"W2048 P0001"``), or "".
-    """
-
-    uid: int
-    base: str
-    ext: str = ""
+# "<uid> [<ext> ...] :<base>[:2,<info>]"; broken lines do not match and are skipped, as in Dovecot.
+_RECORD = re.compile(r"^(\d+) (?:([^\n]*?) )?:([^\n:]+)[^\n]*$", re.M)
 
 
 class UidListError(Exception):
@@ -71,8 +57,9 @@ class UidList:
         uidvalidity: the folder's UIDVALIDITY (0 until the file exists).
         next_uid: the next UID to hand out.
         guid: the folder GUID (32 hex digits).
-        by_base: base name -> :class:`Record`.
-        by_uid: UID -> :class:`Record`.
+        by_base: base name -> UID.
+        by_uid: UID -> base name.
+        ext: UID -> extension fields (only records that have some).
     """
 
     def __init__(self, folder_path, fsync=True, lock_timeout=300.0, stale_timeout=120.0):
@@ -86,6 +73,7 @@ class UidList:
         self._header_ext = ""
         self.by_base = {}
         self.by_uid = {}
+        self.ext = {}
         self._inode = None
         self._offset = 0
         self._last_uid = 0
@@ -119,32 +107,40 @@ class UidList:
 
     def _reset(self):
         self.uidvalidity, self.next_uid, self.guid, self._header_ext = 0, 1, "", ""
-        self.by_base, self.by_uid = {}, {}
+        self.by_base, self.by_uid, self.ext = {}, {}, {}
         self._inode, self._offset, self._last_uid = None, 0, 0
 
     def _parse(self, data, header):
         end = data.rfind(b"\n") + 1
         self._offset += end
-        lines = data[:end].decode("utf-8", "surrogateescape").split("\n")[:-1]
-        start = 0
+        text = data[:end].decode("utf-8", "surrogateescape")
         version = VERSION
         if header:
-            if not lines:
+            if not text:
                 self._offset = 0
                 return
-            version = self._parse_header(lines[0])
-            start = 1
-        for line in lines[start:]:
-            record = _parse_record(line, version)
-            if record is None or record.uid <= self._last_uid:
-                continue  # Dovecot also skips broken or out-of-order lines
-            old = self.by_base.pop(record.base, None)
-            if old is not None:
-                self.by_uid.pop(old.uid, None)
-            self.by_base[record.base] = record
-            self.by_uid[record.uid] = record
-            self._last_uid = record.uid
-        self.next_uid = max(self.next_uid, self._last_uid + 1)
+            first, _, text = text.partition("\n")
+            version = self._parse_header(first)
+        by_base, by_uid, exts, last = self.by_base, self.by_uid, self.ext, self._last_uid
+        if version == 1:
+            records = (_parse_v1(line) for line in text.split("\n") if line)
+        else:
+            records = _RECORD.findall(text)
+        for uid, ext, base in records:
+            uid = int(uid)
+            if uid <= last:
+                continue  # Dovecot also skips out-of-order lines
+            if base in by_base:
+                old = by_base[base]
+                del by_uid[old]
+                exts.pop(old, None)
+            by_base[base] = uid
+            by_uid[uid] = base
+            if ext:
+                exts[uid] = ext
+            last = uid
+        self._last_uid = last
+        self.next_uid = max(self.next_uid, last + 1)
 
     def _parse_header(self, line):
         fields = line.split()
@@ -183,7 +179,7 @@ class UidList:
         return held
 
     def assign(self, lock, bases, uidvalidity_factory):
-        """Give UIDs to the ``bases`` that have none, in the order given; return the new records.
+        """Give UIDs to the ``bases`` that have none, in the order given; return ``[(uid, base)]``.
 
         Must be called with ``lock`` (from :meth:`lock`) held; the lock stays held.
 
@@ -196,12 +192,12 @@ class UidList:
         for base in bases:
             if base in self.by_base:
                 continue
-            record = Record(self.next_uid, base)
+            uid = self.next_uid
             self.next_uid += 1
-            self.by_base[base] = record
-            self.by_uid[record.uid] = record
-            self._last_uid = record.uid
-            new.append(record)
+            self.by_base[base] = uid
+            self.by_uid[uid] = base
+            self._last_uid = uid
+            new.append((uid, base))
         if self._inode is None:
             if not self.uidvalidity:
                 self.uidvalidity = uidvalidity_factory()
@@ -209,7 +205,7 @@ class UidList:
             self._write_all(lock)
             return new
         if new:
-            text = "".join(_format_record(r) for r in new).encode("utf-8", "surrogateescape")
+            text = "".join(self._format(uid) for uid, _base in new).encode("utf-8", "surrogateescape")
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
             try:
                 view = memoryview(text)
@@ -225,17 +221,24 @@ class UidList:
     def drop(self, lock, uids):
         """Remove the records of ``uids`` and rewrite the file, releasing ``lock``."""
         for uid in uids:
-            record = self.by_uid.pop(uid, None)
-            if record is not None:
-                self.by_base.pop(record.base, None)
+            base = self.by_uid.pop(uid, None)
+            if base is not None:
+                self.by_base.pop(base, None)
+                self.ext.pop(uid, None)
         self._write_all(lock)
+
+    def _format(self, uid):
+        ext = self.ext.get(uid)
+        if ext:
+            return "%d %s :%s\n" % (uid, ext, self.by_uid[uid])
+        return "%d :%s\n" % (uid, self.by_uid[uid])
 
     def _write_all(self, lock):
         header = "%d V%d N%d G%s" % (VERSION, self.uidvalidity, self.next_uid, self.guid)
         if self._header_ext:
             header += " " + self._header_ext
         parts = [header + "\n"]
-        parts.extend(_format_record(self.by_uid[uid]) for uid in sorted(self.by_uid))
+        parts.extend(self._format(uid) for uid in sorted(self.by_uid))
         data = "".join(parts).encode("utf-8", "surrogateescape")
         lock.replace(data, fsync=self._fsync)
         st = os.stat(self.path)
@@ -251,25 +254,8 @@ def _read_all(fd):
         chunks.append(chunk)
 
 
-def _parse_record(line, version):
+def _parse_v1(line):
     uid, _, rest = line.partition(" ")
     if not uid.isdigit() or not rest:
-        return None
-    if version == 1:
-        return Record(int(uid), rest.partition(":")[0])
-    if rest.startswith(":"):
-        ext, name = "", rest[1:]
-    else:
-        index = rest.find(" :")
-        if index < 0:
-            return None
-        ext, name = rest[:index], rest[index + 2:]
-    if not name:
-        return None
-    return Record(int(uid), name.partition(":")[0], ext)
-
-
-def _format_record(record):
-    if record.ext:
-        return "%d %s :%s\n" % (record.uid, record.ext, record.base)
-    return "%d :%s\n" % (record.uid, record.base)
+        return "0", "", ""
+    return uid, "", rest.partition(":")[0]

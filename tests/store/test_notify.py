@@ -60,7 +60,7 @@ async def _open(store, tmp_path, listener):
     await store.run(mb.ensure)
     inbox = mb.folder()
     inbox.add_listener(listener)
-    await store.run(inbox.sync)
+    await inbox.watch.idle()
     return mb, inbox
 
 

@@ -25,7 +25,7 @@ def test_reads_dovecot_format(tmp_path):
     assert ul.refresh() is True
     assert ul.uidvalidity == 1795424284 and ul.next_uid == 3
     assert ul.guid == "d0df820e1c00046bed3c000083ecc375"
-    assert ul.by_uid[2].base == "1795424284.M249286P15597.vm,S=11" and ul.by_uid[2].ext == "W2048 P0002"
+    assert ul.by_uid[2] == "1795424284.M249286P15597.vm,S=11" and ul.ext[2] == "W2048 P0002"
     assert ul.refresh() is False
 
 
@@ -36,7 +36,7 @@ def test_append_and_rewrite_keep_extensions(tmp_path):
     lock = ul.lock()
     new = ul.assign(lock, ["100.M1P1.h", "1795424284.M246834P15597.vm,S=11,W=12"], lambda: 0)
     lock.release()
-    assert [(r.uid, r.base) for r in new] == [(3, "100.M1P1.h")]
+    assert new == [(3, "100.M1P1.h")]
     text = pathlib.Path(os.path.join(tmp_path, uidlist.FILENAME)).read_text()
     assert text == DOVECOT_LIST.decode() + "3 :100.M1P1.h\n"
     lock = ul.lock()
@@ -59,7 +59,7 @@ def test_incremental_read_ignores_partial_line(tmp_path):
     with open(os.path.join(tmp_path, uidlist.FILENAME), "ab") as handle:
         handle.write(b".f\n")
     ul.refresh()
-    assert ul.by_uid[4].base == "d.e.f" and ul.next_uid == 5
+    assert ul.by_uid[4] == "d.e.f" and ul.next_uid == 5
 
 
 def test_new_list_created_with_uidvalidity(tmp_path):
@@ -77,7 +77,7 @@ def test_version1_is_read(tmp_path):
     _write(tmp_path, b"1 12345 7\n5 100.x.h:2,S\n6 101.y.h\n")
     ul = uidlist.UidList(str(tmp_path))
     ul.refresh()
-    assert ul.uidvalidity == 12345 and ul.next_uid == 7 and ul.by_uid[5].base == "100.x.h"
+    assert ul.uidvalidity == 12345 and ul.next_uid == 7 and ul.by_uid[5] == "100.x.h"
 
 
 def test_dotlock_excludes_and_times_out(tmp_path):
