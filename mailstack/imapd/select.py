@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.imapd.test_select -*-
+# -*- test-case-name: tests.imapd.test_messages -*-
 """Selecting and leaving a mailbox: SELECT, EXAMINE, CLOSE, UNSELECT, CHECK.
 
 RFC 3501 §6.3.1-2, §6.4.1-2 and UNSELECT (RFC 3691).  SELECT answers as

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.imapd.test_select -*-
+# -*- test-case-name: tests.imapd.test_messages -*-
 """The selected mailbox as one session sees it: sequence numbers, flags, pending changes.
 
 A :class:`SelectedMailbox` keeps the list of messages *this session's
