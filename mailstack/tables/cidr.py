@@ -10,7 +10,7 @@ File syntax (Postfix ``cidr_table(5)``, Postfix 3.2 and later)::
     if 10.0.0.0/8                    the rules up to endif apply only inside
     endif
 
-Addresses may be written in ``[]``.  IPv4 patterns never match IPv6 keys
+Patterns may be written in ``[]``; keys may not (as in Postfix).  IPv4 patterns never match IPv6 keys
 and the other way round, not even negated ones.  A key that is not an IP address is not found.
 Rules can be given inline: ``cidr:{ {10.0.0.0/8 OK}, {0.0.0.0/0 REJECT} }``.
 An IPv4 octet with a leading zero (octal in inet_aton) and non-zero host
@@ -24,11 +24,11 @@ from mailstack.tables.base import FileTable, TableConfigError, logical_lines
 
 
 def parse_address(text):
-    """Return an ``ipaddress`` address for ``text`` (``[...]`` and IPv6 zones allowed), or None."""
-    text = text.strip()
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    text = text.split("%", 1)[0]
+    """Return an ``ipaddress`` address for a lookup key, or None when it is not one.
+
+    As in Postfix, a key in ``[]`` is not an address (only patterns may use them).
+    """
+    text = text.strip().split("%", 1)[0]
     try:
         return ipaddress.ip_address(text)
     except ValueError:

@@ -12,7 +12,8 @@ the build; Postfix only warns and skips it.
 Alias syntax (``aliases(5)``, for ``newaliases``): ``name: value, value``,
 where the name may be quoted (``"name with space": ...``) and the value
 continues on lines starting with white space.  Keys are the names without
-the colon, lower-cased.
+the colon, lower-cased; white space runs in values outside double quotes
+become one space, as Postfix's postalias does.
 
 ``hash:/path/name`` reads ``/path/name.db``, an index that ``mailstack
 postmap /path/name`` writes.  The index is this module's own format, since
@@ -76,6 +77,22 @@ def parse_source(text, source, warn=None):
     return entries
 
 
+def _collapse_space(text):
+    """Collapse each run of white space outside double quotes to one space, as postalias does."""
+    out, quoted, space = [], False, False
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+        if char.isspace() and not quoted:
+            space = True
+            continue
+        if space and out:
+            out.append(" ")
+        space = False
+        out.append(char)
+    return "".join(out)
+
+
 def parse_aliases(text, source, warn=None):
     """Parse aliases(5) text (``name: value, value``) into ``{name: value}``.
 
@@ -93,7 +110,7 @@ def parse_aliases(text, source, warn=None):
             name, colon, rest = line.partition(":")
             if not colon or not name.strip() or any(c.isspace() for c in name.strip()):
                 raise TableConfigError("%s:%d: need name:value pair" % (source, lineno))
-        name, value = name.strip().lower(), rest.strip()
+        name, value = name.strip().lower(), _collapse_space(rest.strip())
         if not value:
             raise TableConfigError("%s:%d: alias %s has no value" % (source, lineno, name))
         if name in entries:

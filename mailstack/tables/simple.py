@@ -5,7 +5,8 @@
   spaces}`` keeps the spaces), as Postfix's ``dict_static``.
 - ``inline:{ key=value, { key = text with spaces } }`` is a small table
   written in the parameter itself (Postfix 3.0 ``dict_inline``).  Keys are
-  lower-cased; an item without ``=`` is an error.
+  lower-cased; a repeated key replaces the earlier one (as Postfix); an
+  item without ``=`` is an error.
 - ``fail:name`` fails every lookup temporarily (Postfix 3.0 ``dict_fail``),
   for tests and for taking a table out of service on purpose.
 - ``unix:passwd.byname`` answers a system user's passwd entry
@@ -49,7 +50,7 @@ class InlineTable(Table):
             key, eq, value = item.partition("=")
             if not eq or not key.strip():
                 raise TableConfigError("%s: syntax error at %r: need name=value" % (self.spec, item))
-            self.entries.setdefault(key.strip().lower(), value.strip())
+            self.entries[key.strip().lower()] = value.strip()
 
     def _get(self, key):
         return self.entries.get(key)

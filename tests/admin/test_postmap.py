@@ -133,7 +133,7 @@ def test_newaliases(config_dir):
     assert os.path.exists(str(aliases) + ".db")
     status, out, _ = run_cli("-c", config_dir, "postmap", "-q", "postmaster", "hash:%s" % aliases)
     assert (status, out) == (0, "root\n")
-    assert run_cli("-c", config_dir, "postmap", "-q", "staff", "hash:%s" % aliases)[1] == "alice,  bob\n"
+    assert run_cli("-c", config_dir, "postmap", "-q", "staff", "hash:%s" % aliases)[1] == "alice, bob\n"
 
 
 def test_newaliases_error(config_dir):

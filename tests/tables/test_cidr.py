@@ -24,9 +24,10 @@ def test_first_match_wins(tmp_path):
 
 
 def test_brackets_and_catch_all(tmp_path):
-    """Addresses in [] are accepted in patterns and keys; 0.0.0.0/0 and ::/0 match all."""
+    """Patterns may use [], keys may not (as Postfix); 0.0.0.0/0 and ::/0 match all."""
     table = _table(tmp_path, "[10.0.0.0]/8 inside\n0.0.0.0/0 v4\n::/0 v6\n")
-    assert table.lookup_now("[10.1.2.3]") == "inside"
+    assert table.lookup_now("10.1.2.3") == "inside"
+    assert table.lookup_now("[10.1.2.3]") is None
     assert table.lookup_now("8.8.8.8") == "v4"
     assert table.lookup_now("::1") == "v6"
 

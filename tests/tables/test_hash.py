@@ -50,11 +50,11 @@ def test_parse_source_warns_about_alias_syntax():
 
 
 def test_parse_aliases():
-    """aliases(5): name: value, continuation, quoted names, lower-cased keys."""
-    text = ('# aliases\nPostmaster: root\nstaff: alice,\n  bob, "|/usr/bin/x"\n'
+    """aliases(5): name: value, continuation, quoted names, lower-cased keys, white space collapsed."""
+    text = ('# aliases\nPostmaster: root\nstaff: alice,\n  bob,   "|/usr/bin/x"\n'
             '"with space": carol\n')
     assert hashtable.parse_aliases(text, "aliases") == {
-        "postmaster": "root", "staff": 'alice,  bob, "|/usr/bin/x"', "with space": "carol"}
+        "postmaster": "root", "staff": 'alice, bob, "|/usr/bin/x"', "with space": "carol"}
 
 
 @pytest.mark.parametrize("line, reason", [

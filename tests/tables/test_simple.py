@@ -17,8 +17,8 @@ def test_static_answers_every_key():
 
 
 def test_inline_table():
-    """inline:{ key=value, { key = text with spaces } } folds keys and keeps the first duplicate."""
-    table = open_table("inline:{ Example.com=OK, { other.example = 550 go away }, example.com=second }")
+    """inline:{ key=value, { key = text with spaces } } folds keys; a repeated key replaces (Postfix)."""
+    table = open_table("inline:{ Example.com=first, { other.example = 550 go away }, example.com=OK }")
     assert table.lookup_now("EXAMPLE.COM") == "OK"
     assert table.lookup_now("other.example") == "550 go away"
     assert table.lookup_now("third") is None
