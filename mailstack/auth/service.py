@@ -213,7 +213,11 @@ class AuthService:
 
     async def verify_plain(self, user, password, request):
         """Check a plaintext login (POP3 USER/PASS, IMAP LOGIN); return a final :class:`SASLStep`."""
-        return await self.finish(await self.check_plain(user, password, request), request)
+        try:
+            step = await self.check_plain(user, password, request)
+        except Exception:
+            step = self._unexpected(request, "login", user)
+        return await self.finish(step, request)
 
     async def check_plain(self, user, password, request):
         """Like :meth:`verify_plain` but without the failure delay: for admin tools (``mailstack auth test``)."""
@@ -441,6 +445,12 @@ class AuthService:
             log.debug("{ident}: {reason}", ident=ident, reason=reason)
         return failure("%s: %s" % (ident, reason), user=user)
 
+    def _unexpected(self, request, where, user):
+        """Log a bug (with its traceback) and return a temporary failure: never a permanent refusal."""
+        ident = self._ident(where, user, request)
+        log.failure("{ident}: unexpected error", ident=ident)
+        return failure("%s: internal failure: unexpected error" % ident, user=user, temporary=True)
+
     def _internal(self, request, db, user, error):
         """Log an internal failure and return a temporary failure step."""
         ident = self._ident(db.name, user, request)
@@ -492,6 +502,8 @@ class SASLSession:
             step = await self._conversation.step(response)
         except MechanismFailure as failed:
             step = failed.step
+        except Exception:
+            step = self._service._unexpected(self.request, self.mechanism.lower(), "")
         if step.kind == "continue":
             return step
         self._done = True

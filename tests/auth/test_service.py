@@ -178,3 +178,38 @@ async def test_real_threads_and_shared_instance(tmp_path):
     assert auth_service(ctx) is auth and isinstance(auth, AuthService)
     step = await auth.verify_plain("joe@example.com", "pw", REQUEST)
     assert step.kind == "success"
+
+
+@pytest_twisted.ensureDeferred
+async def test_unexpected_error_is_temporary_with_traceback(auth, monkeypatch):
+    """A bug inside a lookup becomes a temporary failure and one logged traceback, never a refusal."""
+    async def broken(user):
+        raise ZeroDivisionError("bug")
+    monkeypatch.setattr(auth.passdb, "lookup", broken)
+    from twisted.logger import globalLogPublisher
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        step = await auth.verify_plain("joe@example.com", "secret", REQUEST)
+        sasl = await run_sasl(auth, "PLAIN", "joe@example.com", "secret")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert step.temporary and sasl.temporary
+    failures = [e for e in events if e.get("log_failure") is not None and e.get("log_namespace") == "mailstack.auth"]
+    assert len(failures) == 2
+    for event in failures:
+        event["log_failure"].cleanFailure()
+
+
+def test_log_line_in_maillog_format(auth):
+    """Auth events come out as 'mailstack/auth[PID]: passwd-file(user,ip): reason' maillog lines."""
+    from twisted.logger import globalLogPublisher
+    from mailstack.common import maillog
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        auth._fail(REQUEST, "passwd-file", "joe@example.com", "Password mismatch")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    line = maillog.format_line(events[-1], "mail", pid=42)
+    assert line.endswith(" mail mailstack/auth[42]: passwd-file(joe@example.com,192.0.2.1): Password mismatch")
