@@ -27,6 +27,10 @@ Races and invariants:
 import os
 import time
 
+from twisted.logger import Logger
+
+log = Logger(namespace="mailstack.store")
+
 
 class LockTimeout(OSError):
     """The dot-lock could not be taken within the timeout."""
@@ -127,6 +131,8 @@ def acquire(path, timeout=300.0, stale_timeout=120.0, mode=0o600, clock=time.mon
             try:
                 if os.stat(lock_path).st_ino == st.st_ino:
                     os.unlink(lock_path)
+                    log.warn("removed stale lock file {path} (unchanged for {age:.0f}s)",
+                             path=lock_path, age=time.time() - st.st_mtime)
             except FileNotFoundError:
                 pass
             continue

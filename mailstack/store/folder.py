@@ -46,6 +46,7 @@ from mailstack.store.keywords import Keywords
 log = Logger(namespace="mailstack.store")
 
 RECENT_FILE = "mailstack-recent"
+TMP_CLEAN_INTERVAL = 8 * 3600  # as Dovecot's maildir tmp/ scan
 _SIZES = re.compile(r",S=(\d+)(?:,W=(\d+))?")
 _SCAN_ATTEMPTS = 5
 
@@ -78,6 +79,26 @@ class Message(NamedTuple):
     def relpath(self):
         """``new/NAME`` or ``cur/NAME``."""
         return self.subdir + "/" + self.name
+
+
+class Status(NamedTuple):
+    """Counts of a folder as of its last sync.
+
+    Attributes:
+        messages: how many messages.
+        unseen: how many without ``\\Seen``.
+        size: total bytes on disk (LF line ends).
+        vsize: total bytes with CRLF line ends (POP3 STAT octets).
+        uidnext: the next UID.
+        uidvalidity: the UIDVALIDITY.
+    """
+
+    messages: int
+    unseen: int
+    size: int
+    vsize: int
+    uidnext: int
+    uidvalidity: int
 
 
 @dataclass(frozen=True)
@@ -126,6 +147,7 @@ class Folder:
         self._info_cache = {}   # info letters -> flags
         self._synced = False
         self._stamp = None      # directory mtimes of the last consistent scan that changed nothing
+        self._tmp_cleaned = 0.0
         self._listeners = []
         self.watch = None       # set by the store when change notification runs
 
@@ -155,6 +177,14 @@ class Folder:
     def exists(self):
         """Return True when the folder's directory exists.  Blocks (one stat)."""
         return os.path.isdir(os.path.join(self.path, "cur"))
+
+    def status(self):
+        """Return a :class:`Status` of the last sync (IMAP STATUS, POP3 STAT).  Memory only."""
+        with self._lock:
+            messages = self.messages()
+            return Status(len(messages), sum(1 for m in messages if "\\Seen" not in m.flags),
+                          sum(m.size for m in messages), sum(m.vsize for m in messages),
+                          self.uidnext, self.uidvalidity)
 
     # -- listeners ---------------------------------------------------------
 
@@ -262,6 +292,10 @@ class Folder:
         return not self._uidlist.refresh()
 
     def _sync(self):
+        now = time.time()
+        if now - self._tmp_cleaned > TMP_CLEAN_INTERVAL:
+            self._tmp_cleaned = now
+            maildir.clean_tmp(self.path, now)
         if self._unchanged():
             return Changes()
         self._stamp = None
@@ -269,10 +303,14 @@ class Folder:
                   os.stat(os.path.join(self.path, "cur")).st_mtime_ns) if self.exists() else None
         files, consistent = self._consistent_scan()
         ul = self._uidlist
+        old_validity = ul.uidvalidity
         ul.refresh()
         unknown = [b for b in files if b not in ul.by_base]
         if unknown or not ul.uidvalidity:
             self._assign(files, unknown)
+        if old_validity and ul.uidvalidity != old_validity:
+            log.warn("{path}: UIDVALIDITY changed from {old} to {new} (uidlist recreated)",
+                     path=self.path, old=old_validity, new=ul.uidvalidity)
         gone = [uid for b, uid in ul.by_base.items() if b not in files]
         if gone:
             # A second consistent scan confirms what the first one missed.

@@ -143,3 +143,34 @@ def test_messages_without_size_fields(mailbox):
     inbox.sync()
     message = inbox.messages()[0]
     assert (message.size, message.flags, message.base) == (6, {"\\Seen"}, "1000.123_4.other")
+
+
+def test_status_counts(mailbox):
+    """status() gives messages, unseen, sizes, UIDNEXT and UIDVALIDITY of the last sync."""
+    mailbox.deliver(b"a\r\nb\r\n", flags={"\\Seen"})
+    mailbox.deliver(b"abc\n")
+    inbox = mailbox.folder()
+    inbox.sync()
+    status = inbox.status()
+    assert status == (2, 1, 4 + 4, 6 + 5, 3, inbox.uidvalidity)
+
+
+def test_recreated_uidlist_changes_uidvalidity(mailbox):
+    """When the uidlist is deleted, messages are renumbered under a new UIDVALIDITY."""
+    mailbox.deliver(b"a\n")
+    inbox = mailbox.folder()
+    inbox.sync()
+    before = inbox.uidvalidity
+    os.unlink(os.path.join(inbox.path, "dovecot-uidlist"))
+    inbox.sync()
+    assert inbox.uidvalidity > before and [m.uid for m in inbox.messages()] == [1]
+
+
+def test_stale_tmp_files_are_cleaned_on_sync(mailbox):
+    """A sync removes tmp/ leftovers of crashed deliveries older than 36 hours."""
+    inbox = mailbox.folder()
+    leftover = os.path.join(inbox.path, "tmp", "1.M1P1.crashed")
+    open(leftover, "w").close()
+    os.utime(leftover, (1, 1))
+    inbox.sync()
+    assert not os.path.exists(leftover)
