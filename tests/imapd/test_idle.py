@@ -33,7 +33,7 @@ async def test_delivery_is_pushed_to_idle(imap_server):
     line = await in_thread(conn.read_line)
     elapsed = time.monotonic() - started
     assert line == b"* 1 EXISTS"
-    assert elapsed < 0.5
+    assert elapsed < 1.0  # generous: CI machines are loaded
     assert (await in_thread(conn.read_line)).startswith(b"* ")  # RECENT
     result = await in_thread(_done, conn, tag)
     assert result.status == "ok"
@@ -105,7 +105,7 @@ async def test_pop3_deletion_and_keepalive(config_dir):
             while line == b"* OK Still here":
                 line = conn.read_line()
             assert line == b"* 1 EXPUNGE"
-            assert time.monotonic() - started < 0.5
+            assert time.monotonic() - started < 1.0
             assert _done(conn, tag).status == "ok"
             conn.close()
 
