@@ -24,56 +24,67 @@ renamed it (a flag change), the store finds it again, in a thread.
 the uidlist, lowers the quota and tells the IMAP sessions on INBOX.
 """
 
+import collections
+import operator
 import os
-from dataclasses import dataclass
 
 from mailstack.pop3d.transfer import virtual_size
+
+
+_VSIZE = operator.attrgetter("vsize")
+_BASE = operator.attrgetter("base")
 
 
 class MessageGone(Exception):
     """The message was expunged by someone else after the session's snapshot."""
 
 
-@dataclass(frozen=True)
-class DropMessage:
-    """One message of a session's snapshot.
-
-    Attributes:
-        uid: its IMAP UID.
-        size: its size with CRLF line ends (what LIST and STAT count).
-        uidl: its UIDL string.
-        relpath: its file, relative to the maildir, at login time.
-    """
-
-    uid: int
-    size: int
-    uidl: str
-    relpath: str
-
-
 class Maildrop:
     """An opened INBOX snapshot.
 
+    Messages are numbered from 0 here (POP3 message N is index N-1).  The
+    snapshot keeps the store's own message objects; nothing is copied per
+    message at login, and UIDLs are formatted only when asked for.
+
     Attributes:
         directory: the maildir (what the POP3 session lock protects).
-        messages: the :class:`DropMessage` list; message number N is ``messages[N-1]``.
+        count: the number of messages.
+        total_size: the sum of their sizes.
     """
 
-    def __init__(self, store, folder, messages):
+    def __init__(self, store, folder, messages, sizes, uidl_format):
         self._store = store
         self._folder = folder
+        self._messages = messages
+        self._sizes = sizes
+        self._uidl_format = uidl_format
+        self._uidvalidity = folder.uidvalidity
         self.directory = folder.path
-        self.messages = messages
+        self.count = len(messages)
+        self.total_size = sum(sizes)
+
+    def size(self, index):
+        """Return the CRLF size of message ``index``."""
+        return self._sizes[index]
+
+    def uid(self, index):
+        """Return the IMAP UID of message ``index``."""
+        return self._messages[index].uid
+
+    def uidl(self, index):
+        """Return the UIDL of message ``index``."""
+        message = self._messages[index]
+        return self._uidl_format.format(message.uid, self._uidvalidity, guid=message.base, filename=message.base)
 
     def open_message(self, index):
-        """Return message ``index`` (0-based) as a binary file, or a Deferred firing with one.
+        """Return message ``index`` as a binary file, or a Deferred firing with one.
 
         Raises (or fails with):
             MessageGone: when the message no longer exists.
         """
-        message = self.messages[index]
+        message = self._messages[index]
         try:
-            return open(os.path.join(self.directory, message.relpath), "rb")
+            return open(os.path.join(self.directory, message.subdir, message.name), "rb")
         except FileNotFoundError:
             pass
         deferred = self._store.run(self._folder.open_message, message.uid)
@@ -84,13 +95,13 @@ class Maildrop:
         return deferred.addErrback(gone)
 
     def commit(self, deleted, seen):
-        """Flag ``seen`` as ``\\Seen`` and expunge ``deleted`` (0-based indexes); return a Deferred.
+        """Flag ``seen`` as ``\\Seen`` and expunge ``deleted`` (indexes); return a Deferred.
 
         The Deferred fires with the number of messages actually removed
         (a message expunged meanwhile by someone else is not counted).
         """
-        deleted_uids = [self.messages[i].uid for i in deleted]
-        seen_uids = [self.messages[i].uid for i in seen]
+        deleted_uids = [self._messages[i].uid for i in deleted]
+        seen_uids = [self._messages[i].uid for i in seen]
         return self._store.run(self._commit, deleted_uids, seen_uids)
 
     def _commit(self, deleted_uids, seen_uids):
@@ -102,20 +113,29 @@ class Maildrop:
 
     def close(self):
         """Forget the snapshot (the shared folder stays with the store)."""
-        self.messages = []
+        self._messages = []
+        self._sizes = []
 
 
 class MaildropOpener:
     """Opens users' INBOX snapshots for POP3 sessions.
+
+    The store keeps one folder object per directory only while someone
+    uses it; the opener holds on to the last :data:`RECENT_FOLDERS` INBOXes
+    so that a client polling every few minutes finds its folder in memory
+    and a login costs a directory scan, not a re-read of the uidlist.
 
     Args:
         store: the process's :class:`~mailstack.store.store.MailStore`.
         uidl_format: a :class:`~mailstack.pop3d.uidl.UIDLFormat`.
     """
 
+    RECENT_FOLDERS = 64
+
     def __init__(self, store, uidl_format):
         self.store = store
         self.uidl_format = uidl_format
+        self._recent = collections.OrderedDict()
 
     async def open(self, info):
         """Return the :class:`Maildrop` of a userdb entry (:class:`~mailstack.auth.request.UserInfo`).
@@ -126,22 +146,29 @@ class MaildropOpener:
         """
         rule = "*:bytes=%d" % info.quota_bytes if info.quota_bytes else None
         mailbox = self.store.mailbox(info.user, info.home, info.mail or None, rule)
-        return await self.store.run(self._open, mailbox)
+        drop = await self.store.run(self._open, mailbox)
+        self._remember(drop._folder)
+        return drop
+
+    def _remember(self, folder):
+        recent = self._recent
+        recent[folder.path] = folder
+        recent.move_to_end(folder.path)
+        while len(recent) > self.RECENT_FOLDERS:
+            recent.popitem(last=False)
 
     def _open(self, mailbox):
         mailbox.ensure()
         folder = mailbox.folder("INBOX")
         folder.sync()
-        uidvalidity = folder.uidvalidity
-        fmt = self.uidl_format
-        messages = []
-        for message in folder.messages():
-            size = message.vsize
-            if ",W=" not in message.base:
-                try:
-                    size = virtual_size(os.path.join(folder.path, message.relpath))
-                except FileNotFoundError:
-                    continue  # expunged since the sync
-            uidl = fmt.format(message.uid, uidvalidity, guid=message.base, filename=message.base)
-            messages.append(DropMessage(message.uid, size, uidl, message.relpath))
-        return Maildrop(self.store, folder, messages)
+        messages = list(folder.messages())
+        sizes = list(map(_VSIZE, messages))
+        foreign = [i for i, base in enumerate(map(_BASE, messages)) if ",W=" not in base]
+        for index in foreign:
+            # Not named by a Dovecot-style delivery: count the CRLF size from the file.
+            message = messages[index]
+            try:
+                sizes[index] = virtual_size(os.path.join(folder.path, message.subdir, message.name))
+            except FileNotFoundError:
+                pass  # expunged since the sync; RETR will say so
+        return Maildrop(self.store, folder, messages, sizes, self.uidl_format)

@@ -68,7 +68,7 @@ class TransactionCommands:
         if not word.isdigit() or len(word) > 10:
             raise Reply("-ERR Invalid message number: %s" % word[:40])
         number = int(word)
-        if number < 1 or number > len(self._drop.messages):
+        if number < 1 or number > self._drop.count:
             raise Reply("-ERR There's no message %d." % number)
         if number - 1 in self._deleted:
             raise Reply("-ERR Message is deleted.")
@@ -90,39 +90,40 @@ class TransactionCommands:
         then(index, handle)
 
     def _live(self):
-        return [(i, m) for i, m in enumerate(self._drop.messages) if i not in self._deleted]
+        return [i for i in range(self._drop.count) if i not in self._deleted]
 
     # -- commands ----------------------------------------------------------------
 
     def do_STAT(self, args):
-        live = self._live()
-        self.send("+OK %d %d" % (len(live), sum(m.size for _, m in live)))
+        drop = self._drop
+        deleted_size = sum(drop.size(i) for i in self._deleted)
+        self.send("+OK %d %d" % (drop.count - len(self._deleted), drop.total_size - deleted_size))
 
     def do_LIST(self, args):
         if args.strip():
             index = self._message(args.strip())
-            self.send("+OK %d %d" % (index + 1, self._drop.messages[index].size))
+            self.send("+OK %d %d" % (index + 1, self._drop.size(index)))
             return
-        live = self._live()
-        self.send_multiline("+OK %d messages:" % len(live),
-                            [b"%d %d" % (i + 1, m.size) for i, m in live])
+        live, size = self._live(), self._drop.size
+        self.send_multiline("+OK %d messages:" % len(live), [b"%d %d" % (i + 1, size(i)) for i in live])
 
     def do_UIDL(self, args):
         if args.strip():
             index = self._message(args.strip())
-            self.send("+OK %d %s" % (index + 1, self._drop.messages[index].uidl))
+            self.send("+OK %d %s" % (index + 1, self._drop.uidl(index)))
             return
-        self.send_multiline("+OK", [b"%d %s" % (i + 1, m.uidl.encode("ascii")) for i, m in self._live()])
+        uidl = self._drop.uidl
+        self.send_multiline("+OK", [("%d %s" % (i + 1, uidl(i))).encode("ascii") for i in self._live()])
 
     def do_RETR(self, args):
         return self._open(self._message(args.strip()), self._retr)
 
     def _retr(self, index, handle):
-        message = self._drop.messages[index]
+        size = self._drop.size(index)
         self._seen.add(index)
         self._stats["retr"] += 1
-        head = b"+OK %d octets\r\n" % message.size
-        if message.size <= SMALL_MESSAGE:
+        head = b"+OK %d octets\r\n" % size
+        if size <= SMALL_MESSAGE:
             with handle:
                 data = stuff(handle.read())
             self._stats["retr_bytes"] += len(data)
@@ -130,7 +131,7 @@ class TransactionCommands:
             return
         self.transport.write(head)
         self._stats["retr_bytes"] += len(head)
-        self._stream = (handle, Stuffer(), message)
+        self._stream = (handle, Stuffer(), index)
         self.hold()
         self.pump_output()
 
@@ -141,7 +142,7 @@ class TransactionCommands:
             True when no message is being streamed any more (commands may go on).
         """
         while self._stream is not None and not self.output_paused:
-            handle, stuffer, message = self._stream
+            handle, stuffer, index = self._stream
             try:
                 chunk = handle.read(CHUNK)
             except OSError as err:
@@ -157,9 +158,10 @@ class TransactionCommands:
             if not chunk:
                 handle.close()
                 self._stream = None
-                if stuffer.octets != message.size:
+                if stuffer.octets != self._drop.size(index):
                     log.warn("pop3({user}): message uid {uid}: sent {sent} octets, listed {size}",
-                             user=self.user, uid=message.uid, sent=stuffer.octets, size=message.size,
+                             user=self.user, uid=self._drop.uid(index), sent=stuffer.octets,
+                             size=self._drop.size(index),
                              service=self.settings.service)
                 self.release()
                 return True
@@ -221,8 +223,8 @@ class TransactionCommands:
         """Log the end of a logged-in session, with Dovecot's pop3_logout_format figures."""
         stats = self._stats
         drop = self._drop
-        count = len(drop.messages) if drop is not None else 0
-        size = sum(m.size for m in drop.messages) if drop is not None else 0
+        count = drop.count if drop is not None else 0
+        size = drop.total_size if drop is not None else 0
         self.log_event("pop3({user}): {reason} top={top}/{top_bytes}, retr={retr}/{retr_bytes}, "
                        "del={expunged}/{count}, size={size}",
                        user=self.user, reason=reason, count=count, size=size, **stats)

@@ -69,17 +69,31 @@ class UIDLFormat:
             guid: the message GUID (``%g``).
             filename: the maildir base name, without the ``:2,`` info (``%f``).
         """
+        template, names = self._compiled()
         values = {"u": uid, "v": uidvalidity, "g": guid, "f": filename}
+        return template % tuple(values[name] for name in names)
 
-        def replace(match):
+    def _compiled(self):
+        # The pattern as a %-format string and the variables it takes, built once:
+        # a mailbox of 100,000 messages formats 100,000 UIDLs.
+        cached = self.__dict__.get("_template")
+        if cached is not None:
+            return cached
+        pieces, names, last = [], [], 0
+        for match in _TOKEN_RE.finditer(self.pattern):
+            pieces.append(self.pattern[last:match.start()].replace("%", "%%"))
+            last = match.end()
             if match.group(1):
-                return "%"
+                pieces.append("%%")
+                continue
             width, hexa, variable = match.group(3, 4, 5)
-            value = values[variable]
+            names.append(variable)
             if variable in _NUMERIC:
-                text = ("%x" if hexa else "%d") % value
-                return text.rjust(int(width), "0") if width else text
-            # Dovecot: a width before a string variable keeps that many characters.
-            return str(value)[:int(width)] if width else str(value)
-
-        return _TOKEN_RE.sub(replace, self.pattern)
+                pieces.append("%" + ("0" + width if width else "") + ("x" if hexa else "d"))
+            else:
+                # Dovecot: a width before a string variable keeps that many characters.
+                pieces.append("%" + ("." + width if width else "") + "s")
+        pieces.append(self.pattern[last:].replace("%", "%%"))
+        cached = ("".join(pieces), tuple(names))
+        object.__setattr__(self, "_template", cached)
+        return cached
