@@ -7,6 +7,8 @@
   as Dovecot 2.3's ``doveadm pw -s CRYPT`` writes.
 - ``MD5-CRYPT`` (``$1$``), ``SHA256-CRYPT`` (``$5$``), ``SHA512-CRYPT``
   (``$6$``): Dovecot writes 5000 rounds, which the string leaves implicit.
+- ``DES-CRYPT``: traditional 13-character DES crypt (only the first 8
+  characters of the password count: for old files only).
 - ``BLF-CRYPT``: bcrypt, ``$2y$`` with cost 5 (Dovecot's default).
 - ``ARGON2I`` / ``ARGON2ID``: PHC strings (``$argon2id$v=19$m=65536,t=3,p=1$...``);
   Dovecot's defaults are m=32768,t=4 for ARGON2I and m=65536,t=3 for ARGON2ID.
@@ -69,6 +71,8 @@ sha256_crypt_verify = _verify_with([(sha256_crypt, "")])
 sha256_crypt_generate = _generate_with(_SHA256, "")
 sha512_crypt_verify = _verify_with([(sha512_crypt, "")])
 sha512_crypt_generate = _generate_with(_SHA512, "")
+des_crypt_verify = _verify_with([(des_crypt, "")])
+des_crypt_generate = _generate_with(des_crypt, "")
 blf_crypt_verify = _verify_with([(bcrypt, "bcrypt")])
 blf_crypt_generate = _generate_with(_BCRYPT, "bcrypt")
 

@@ -6,7 +6,8 @@ Formats, as Dovecot's ``password-scheme.c``:
 - ``{PLAIN}secret`` (aliases ``CLEAR``, ``CLEARTEXT``): the password itself.
 - ``{SHA}`` (alias ``SHA1``), ``{SHA256}``, ``{SHA512}``: the digest of the
   password, base64 by default (``.hex`` for hex).
-- ``{SSHA}``, ``{SSHA256}``, ``{SSHA512}``: ``base64(digest(password + salt) + salt)``;
+- ``{PLAIN-MD5}`` (hex) and ``{LDAP-MD5}`` (base64): the MD5 digest, for old files.
+- ``{SSHA}``, ``{SSHA256}``, ``{SSHA512}``, ``{SMD5}``: ``base64(digest(password + salt) + salt)``;
   Dovecot writes a 4-byte salt and accepts any length when verifying.
 
 Every function takes and returns bytes; encoding is the registry's job.

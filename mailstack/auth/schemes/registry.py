@@ -69,12 +69,14 @@ def _scheme(name, pair, **kwargs):
 
 
 _sha1, _sha256, _sha512 = digest.digest("sha1"), digest.digest("sha256"), digest.digest("sha512")
+_md5 = digest.digest("md5")
 
 _BUILTINS = (
     Scheme("PLAIN", digest.plain_generate, digest.plain_verify, plaintext=True, weak=True,
            aliases=("CLEAR", "CLEARTEXT")),
     Scheme("CRYPT", crypt.crypt_generate, crypt.crypt_verify),
-    Scheme("MD5-CRYPT", crypt.md5_crypt_generate, crypt.md5_crypt_verify, weak=True),
+    Scheme("MD5-CRYPT", crypt.md5_crypt_generate, crypt.md5_crypt_verify, weak=True, aliases=("MD5",)),
+    Scheme("DES-CRYPT", crypt.des_crypt_generate, crypt.des_crypt_verify, weak=True),
     Scheme("SHA256-CRYPT", crypt.sha256_crypt_generate, crypt.sha256_crypt_verify),
     Scheme("SHA512-CRYPT", crypt.sha512_crypt_generate, crypt.sha512_crypt_verify),
     Scheme("BLF-CRYPT", crypt.blf_crypt_generate, crypt.blf_crypt_verify),
@@ -87,6 +89,9 @@ _BUILTINS = (
     Scheme("SHA", _sha1[0], _sha1[1], "base64", _sha1[2], weak=True, aliases=("SHA1",)),
     Scheme("SHA256", _sha256[0], _sha256[1], "base64", _sha256[2], weak=True),
     Scheme("SHA512", _sha512[0], _sha512[1], "base64", _sha512[2], weak=True),
+    Scheme("PLAIN-MD5", _md5[0], _md5[1], "hex", _md5[2], weak=True),
+    Scheme("LDAP-MD5", _md5[0], _md5[1], "base64", _md5[2], weak=True),
+    _scheme("SMD5", digest.salted("md5"), encoding="base64", weak=True),
     Scheme("CRAM-MD5", cram_md5.generate, cram_md5.verify, "hex", cram_md5.RAW_LENGTH, weak=True),
     _scheme("SCRAM-SHA-1", scram.scheme("sha1")),
     _scheme("SCRAM-SHA-256", scram.scheme("sha256")),
