@@ -312,3 +312,45 @@ async def test_plaintext_allowed_when_disabled(config_dir):
     finally:
         await helpers.stop(server)
     assert "rip=%s, lip=%s\n" % (address, address) in server.log_text() + "\n"
+
+
+def _sasl(client, mechanism, user, password):
+    """Run AUTH MECHANISM with mailstack's SASL client over poplib; return the final reply."""
+    from mailstack.auth.mechs.client import client_for
+    sasl = client_for(mechanism, user, password)
+    initial = sasl.start()
+    command = "AUTH " + mechanism
+    if initial is not None:
+        command += " " + (_b64(initial) or "=")
+    reply = client._shortcmd(command)
+    while reply.startswith(b"+ ") or reply == b"+":
+        challenge = base64.b64decode(reply[2:])
+        if challenge.startswith(b"v="):
+            sasl.finish(challenge)  # SCRAM's server signature: checked by the client
+            reply = client._shortcmd("")
+        else:
+            reply = client._shortcmd(_b64(sasl.respond(challenge)))
+    return reply
+
+
+@pytest.mark.parametrize("mechanism", ["CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256"])
+@pytest_twisted.ensureDeferred
+async def test_challenge_response_mechanisms(config_dir, mechanism):
+    """CRAM-MD5 and SCRAM work through AUTH; SCRAM's final server data goes as a last challenge (RFC 5034)."""
+    server = await helpers.start(
+        config_dir, extra_main_cf="auth_mechanisms = plain login cram-md5 scram-sha-1 scram-sha-256\n")
+    try:
+        def talk():
+            client = server.client()
+            caps = client.capa()
+            reply = _sasl(client, mechanism, JOE, PASSWORDS[JOE])
+            stat = client.stat()
+            client.quit()
+            return caps, reply, stat
+        caps, reply, stat = await server.in_thread(talk)
+    finally:
+        await helpers.stop(server)
+    assert mechanism in caps["SASL"]
+    assert reply == b"+OK Logged in."
+    assert stat == (0, 0)
+    assert "method=%s" % mechanism in server.log_text()
