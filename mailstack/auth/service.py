@@ -257,7 +257,7 @@ class AuthService:
         target = login
         if separator and separator in login:
             target, _, master_login = login.partition(separator)
-        if authzid and authzid != login:
+        if authzid and not self._same_user(authzid, login):
             master_login, target = login, authzid
         if master_login is not None:
             return await self._master_login(master_login, target, password, request)
@@ -373,6 +373,12 @@ class AuthService:
         return Credentials(user, raw)
 
     # -- lookups ---------------------------------------------------------
+
+    def _same_user(self, one, other):
+        try:
+            return self._normalise(one) == self._normalise(other)
+        except usernames.UsernameError:
+            return one == other
 
     def _normalise(self, login):
         return usernames.normalise(login, self.config["auth_username_format"], self.config["auth_default_realm"])

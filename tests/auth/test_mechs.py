@@ -159,6 +159,8 @@ async def test_plain_with_own_authzid(auth):
     """PLAIN with an authzid equal to the authcid is an ordinary login."""
     step = await run_sasl(auth, "PLAIN", "joe@example.com", "secret", authzid="joe@example.com")
     assert step.kind == "success" and step.user == "joe@example.com"
+    step = await run_sasl(auth, "PLAIN", "Joe@Example.com", "secret", authzid="JOE@example.com")
+    assert step.kind == "success" and step.user == "joe@example.com"
 
 
 @pytest_twisted.ensureDeferred
