@@ -77,6 +77,8 @@ class Bouncer:
         return address.lower() == self.double_bounce.lower()
 
     async def _queue_notice(self, queue_id, kind, who, sender, to, text):
+        if "@" not in to:
+            to = "%s@%s" % (to, self._config["myorigin"])
         writer = self._queue.new_message()
         try:
             writer.write(text)

@@ -107,26 +107,32 @@ def build_queue_manager(ctx, config):
 
 
 class QueueManagerService(service.Service):
-    """Runs the queue manager while the service runs."""
+    """Runs the queue manager while the service runs.
+
+    The queue manager and its agents are built when the service is made,
+    so that a bad table or store setting stops startup with a
+    configuration error instead of a traceback.
+    """
 
     def __init__(self, ctx, config):
         self.ctx = ctx
         self.config = config
-        self.qmgr = None
+        self.qmgr = build_queue_manager(ctx, config)
+        ctx.shared("qmgr", lambda: self.qmgr)
 
     def startService(self):
         super().startService()
-        self.qmgr = build_queue_manager(self.ctx, self.config)
-        self.ctx.shared("qmgr", lambda: self.qmgr)
         self.qmgr.start()
 
     def stopService(self):
         super().stopService()
-        if self.qmgr is not None:
-            return self.qmgr.stop()
-        return None
+        return self.qmgr.stop()
 
 
 def make_service(ctx, entry, config):
-    """The master.cf ``qmgr`` program."""
+    """The master.cf ``qmgr`` program.
+
+    Raises:
+        ConfigError: when a table, the store or the auth service cannot be set up.
+    """
     return QueueManagerService(ctx, config)

@@ -151,7 +151,7 @@ async def test_double_bounce_goes_to_postmaster_with_2bounce(tmp_path, logs):
     await h.qmgr.stop()
     notice_id = logs.matching("%s: postmaster non-delivery notification:" % queue_id)[0].rsplit(" ", 1)[1]
     assert logs.matching("%s: from=<double-bounce@mail.example.test>" % notice_id)
-    assert logs.matching("%s: to=<postmaster>" % notice_id)
+    assert logs.matching("%s: to=<postmaster@mail.example.test>" % notice_id)
 
 
 @pytest_twisted.ensureDeferred
