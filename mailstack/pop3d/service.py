@@ -14,7 +14,7 @@ and the store.
 """
 
 from mailstack import app
-from mailstack.auth.service import auth_service
+from mailstack.auth.service import AuthService, auth_service
 from mailstack.config.maincf import ConfigError
 from mailstack.pop3d.lock import SessionLocks
 from mailstack.pop3d.maildrop import MaildropOpener
@@ -62,5 +62,11 @@ def make_service(ctx, entry, config):
     store = store_mod.shared(ctx)
     opener = MaildropOpener(store, settings.uidl_format)
     locks = ctx.shared("pop3d.locks", SessionLocks)
-    factory = POP3Factory(settings, auth_service(ctx), opener, locks, ctx.reactor)
+    if entry.overrides:
+        # -o settings may change auth parameters (disable_plaintext_auth...): this
+        # service then gets an auth service of its own, as the auth socket does.
+        auth = ctx.shared(("auth", entry.name), lambda: AuthService(config, ctx.reactor))
+    else:
+        auth = auth_service(ctx)
+    factory = POP3Factory(settings, auth, opener, locks, ctx.reactor)
     return app.listener_service(ctx, entry, config, factory)

@@ -293,14 +293,19 @@ async def test_plaintext_refused_on_insecure_connection(config_dir):
     assert "rip=%s, lip=%s, TLS" % (address, address) in server.log_text()
 
 
+@pytest.mark.parametrize("where", ["main.cf", "master.cf"])
 @pytest_twisted.ensureDeferred
-async def test_plaintext_allowed_when_disabled(config_dir):
-    """With disable_plaintext_auth = no, USER/PASS works on an insecure connection."""
+async def test_plaintext_allowed_when_disabled(config_dir, where):
+    """With disable_plaintext_auth = no (main.cf, or -o on the service), USER/PASS works on an insecure connection."""
     address = helpers.non_loopback_address()
     if address is None:
         pytest.skip("this machine has no non-loopback IPv4 address")
-    server = await helpers.start(config_dir, master_cf="pop3 tcp:0:interface=%s\n" % address,
-                                 extra_main_cf="disable_plaintext_auth = no\n")
+    if where == "main.cf":
+        server = await helpers.start(config_dir, master_cf="pop3 tcp:0:interface=%s\n" % address,
+                                     extra_main_cf="disable_plaintext_auth = no\n")
+    else:
+        server = await helpers.start(
+            config_dir, master_cf="pop3 tcp:0:interface=%s -o disable_plaintext_auth=no\n" % address)
     try:
         def talk():
             client = poplib.POP3(address, server.ports["pop3"], timeout=10)
