@@ -1,6 +1,7 @@
 """The cred seam: checker and realm behind a real POP3 server on loopback, talked to by poplib."""
 
 import poplib
+import socket
 import time
 
 import pytest
@@ -45,12 +46,10 @@ def auth(tmp_path):
     return AuthService(config, reactor)
 
 
-@pytest_twisted.ensureDeferred
-async def test_pop3_login_through_portal_over_loopback(auth):
-    """poplib logs in through the checker and realm; a wrong password is refused after the delay."""
+async def _pop3_server(auth, interface="127.0.0.1"):
+    """Listen with RequestPOP3 behind make_portal on ``interface``, port 0; return the listening port."""
     factory = protocol.ServerFactory.forProtocol(RequestPOP3)
     factory.auth = auth
-    factory.portal = None
     portal = make_portal(auth, lambda info, iface: UserMailbox(info), [pop3.IMailbox], service="pop3")
 
     def build(addr):
@@ -60,7 +59,60 @@ async def test_pop3_login_through_portal_over_loopback(auth):
         return proto
 
     factory.buildProtocol = build
-    port = await endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+    return await endpoints.TCP4ServerEndpoint(reactor, 0, interface=interface).listen(factory)
+
+
+class SourcePOP3(poplib.POP3):
+    """poplib.POP3 connecting from a chosen local address (poplib has no source_address)."""
+
+    source = "127.0.0.1"
+
+    def _create_socket(self, timeout):
+        return socket.create_connection((self.host, self.port), timeout, source_address=(self.source, 0))
+
+
+def _pop3_login(host, port, password, source="127.0.0.1"):
+    """Log in with poplib from ``source``; return (status, seconds PASS took, detail)."""
+    client_class = type("POP3From", (SourcePOP3,), {"source": source})
+    client = client_class(host, port, timeout=10)
+    try:
+        client.user("joe@example.com")
+        started = time.monotonic()
+        try:
+            client.pass_(password)
+        except poplib.error_proto as err:
+            return "refused", time.monotonic() - started, str(err)
+        return "ok", time.monotonic() - started, client.stat()
+    finally:
+        client.quit()
+
+
+@pytest_twisted.ensureDeferred
+async def test_brute_force_over_loopback_slows_only_the_attacker(tmp_path):
+    """Real sockets, real time: one address's failures wait 0.2, 0.4, 0.8 s; another address logs in at once."""
+    config = write_config(tmp_path, "auth_failure_delay = 0.2s\nauth_failure_delay_max = 0.8s\n",
+                          "joe@example.com:{PLAIN}secret::::::\n")
+    port = await _pop3_server(AuthService(config, reactor))
+    try:
+        number = port.getHost().port
+        waits = []
+        for _ in range(3):
+            # The attacker connects from 127.0.0.2 (Linux routes all of 127/8 to loopback).
+            status, elapsed, _ = await threads.deferToThread(_pop3_login, "127.0.0.1", number, "guess", "127.0.0.2")
+            assert status == "refused"
+            waits.append(elapsed)
+            status, honest, _ = await threads.deferToThread(_pop3_login, "127.0.0.1", number, "secret", "127.0.0.1")
+            assert status == "ok" and honest < 0.2
+        assert waits[0] >= 0.2 and waits[1] >= 0.4 and waits[2] >= 0.8
+        assert waits[2] > waits[0]
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pop3_login_through_portal_over_loopback(auth):
+    """poplib logs in through the checker and realm; a wrong password is refused after the delay."""
+    port = await _pop3_server(auth)
     try:
         number = port.getHost().port
 
