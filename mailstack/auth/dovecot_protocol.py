@@ -333,7 +333,7 @@ class DovecotAuthServer(LineOnlyReceiver):
         except UnknownMechanism:
             # Advertised, but not for this request: a plaintext mechanism on a connection that is
             # neither TLS nor trusted while disable_plaintext_auth = yes.
-            log.info("{service}(?,{rip},<{session}>): {mechanism} refused: {reason}", service=service,
+            log.info("{protocol}(?,{rip},<{session}>): {mechanism} refused: {reason}", protocol=service,
                      rip=request.remote_ip, session=request.session, mechanism=mechanism,
                      reason=_PLAINTEXT_REFUSED)
             self._send_lines(["FAIL\t%d\treason=%s" % (request_id, _PLAINTEXT_REFUSED)])
@@ -441,24 +441,24 @@ class DovecotAuthServer(LineOnlyReceiver):
     def _timed_out(self, pending):
         if self._requests.get(pending.id) is pending:
             del self._requests[pending.id]
-            log.info("{service}({user},{rip},<{session}>): {mechanism} request timed out waiting for the client",
-                     service=pending.request.service, user=pending.user or "?", rip=pending.request.remote_ip,
+            log.info("{protocol}({user},{rip},<{session}>): {mechanism} request timed out waiting for the client",
+                     protocol=pending.request.service, user=pending.user or "?", rip=pending.request.remote_ip,
                      session=pending.request.session, mechanism=pending.mechanism)
 
     def _log_success(self, pending):
         request = pending.request
-        log.info("{service}({user},{rip},<{session}>): authenticated, method={mechanism}, lip={lip}{tls}",
-                 service=request.service, user=pending.user, rip=request.remote_ip, session=request.session,
+        log.info("{protocol}({user},{rip},<{session}>): authenticated, method={mechanism}, lip={lip}{tls}",
+                 protocol=request.service, user=pending.user, rip=request.remote_ip, session=request.session,
                  mechanism=pending.mechanism, lip=request.local_ip, tls=", TLS" if pending.tls else "")
 
     def _log_failure(self, pending, reason, temporary):
         # The auth service has logged the reason already (at info with auth_verbose = yes,
         # as an error for internal failures); this line only ties it to the request id.
         request = pending.request
-        log.debug("{service}({user},{rip},<{session}>): {mechanism} authentication failed{temp}: {reason}",
-                 service=request.service, user=pending.user or "?", rip=request.remote_ip,
-                 session=request.session, mechanism=pending.mechanism,
-                 temp=" (temporary)" if temporary else "", reason=reason or "unknown reason")
+        log.debug("{protocol}({user},{rip},<{session}>): {mechanism} authentication failed{temp}: {reason}",
+                  protocol=request.service, user=pending.user or "?", rip=request.remote_ip,
+                  session=request.session, mechanism=pending.mechanism,
+                  temp=" (temporary)" if temporary else "", reason=reason or "unknown reason")
 
 
 def _parse_id(text):

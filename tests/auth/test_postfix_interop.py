@@ -3,24 +3,28 @@
 Postfix (``smtpd_sasl_type = dovecot``) runs on 127.0.0.1 from a temporary
 directory (:mod:`tests.interop.postfix`); mailstack's ``auth`` service runs
 in this process with the real :class:`~mailstack.auth.service.AuthService`
-over the passwd-file written by ``mailstack init``; ``swaks`` is the SMTP
-client.  Skipped only when Postfix (or swaks) is not installed.
+over the passwd-file written by ``mailstack init`` and filled by ``mailstack
+user add``; ``swaks`` and smtplib are the SMTP clients.  Skipped only when Postfix (or swaks) is not installed.
 """
 
+import os
+import re
 import shutil
 import smtplib
 import ssl
 import subprocess
+import sys
+import threading
+import time
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, threads
 
 from mailstack import app
-from mailstack.auth.schemes import registry as schemes
 from tests.auth.helpers import captured_log
-from tests.conftest import run_cli
-from tests.interop.postfix import PostfixInstance, skip_reason
+from tests.conftest import run_cli, subprocess_env
+from tests.interop.postfix import PostfixInstance, free_port, skip_reason
 
 USER = "joe@example.test"
 PASSWORD = "correct horse"
@@ -47,6 +51,7 @@ def postfix_with_mailstack_auth(tmp_path_factory):
     config_dir = tmp_path_factory.mktemp("mailstack") / "etc"
     status, _, err = run_cli("--config", config_dir, "init", "--ports", "dev", "--domain", "example.test")
     assert status == 0, err
+    twistd_port = free_port()
     postfix = PostfixInstance(main_cf={
         "smtpd_sasl_auth_enable": "yes",
         "smtpd_sasl_type": "dovecot",
@@ -55,12 +60,16 @@ def postfix_with_mailstack_auth(tmp_path_factory):
         "smtpd_tls_security_level": "may",
         "smtpd_tls_cert_file": config_dir / "tls" / "server.pem",
         "smtpd_tls_key_file": config_dir / "tls" / "server.key",
-    })
+    }, master_cf="127.0.0.1:%d inet n - n - - smtpd -o smtpd_sasl_path=private/auth-twistd" % twistd_port)
+    # A second smtpd, for the test that runs mailstack under twistd (see test_twistd_auth_service...).
+    postfix.twistd_port = twistd_port
+    postfix.mailstack_config = config_dir
     try:
         postfix.check()
-        with open(config_dir / "passwd", "a") as handle:
-            handle.write("%s:%s:1000:1000::/home/joe::\n" % (USER, schemes.generate("SHA512-CRYPT", PASSWORD)))
-            handle.write("%s:{PLAIN}%s:1001:1001::/home/ann::\n" % (CRAM_USER, PASSWORD))
+        for user, scheme in ((USER, "SHA512-CRYPT"), (CRAM_USER, "PLAIN")):
+            status, _, err = run_cli("--config", config_dir, "user", "add", user, "--password", PASSWORD,
+                                     "--scheme", scheme)
+            assert status == 0, err
         with open(config_dir / "main.cf", "a") as handle:
             handle.write("auth_mechanisms = plain login cram-md5\nauth_failure_delay = 0.2s\n")
         (config_dir / "master.cf").write_text("auth unix:%s:mode=0666 auth\n" % postfix.private_path("auth"))
@@ -140,3 +149,56 @@ async def test_postfix_marks_tls_sessions_secured(postfix_with_mailstack_auth):
     assert code == 235
     logins = [line for line in lines if "authenticated, method=PLAIN" in line]
     assert len(logins) == 1 and logins[0].endswith(", TLS") and USER in logins[0]
+
+
+class _Twistd:
+    """``twistd -n mailstack`` in a subprocess; its output is collected by a thread."""
+
+    def __init__(self, config_dir):
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        self.proc = subprocess.Popen([twistd, "-n", "--pidfile=", "mailstack", "--config", str(config_dir)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env=subprocess_env())
+        self.lines = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, text, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [line for line in self.lines if text in line]
+            if found:
+                return found[0]
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        return None
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
+        self._reader.join(timeout=5)
+        self.proc.stdout.close()
+
+
+def test_twistd_auth_service_serves_postfix(postfix_with_mailstack_auth, tmp_path):
+    """`twistd -n mailstack` with an `auth` line in master.cf serves Postfix; the login shows in its maillog output."""
+    postfix = postfix_with_mailstack_auth
+    config_dir = tmp_path / "etc"
+    shutil.copytree(postfix.mailstack_config, config_dir)
+    (config_dir / "master.cf").write_text("auth unix:%s:mode=0666 auth\n" % postfix.private_path("auth-twistd"))
+    daemon = _Twistd(config_dir)
+    try:
+        assert daemon.wait_for("daemon started"), "\n".join(daemon.lines)
+        status, out = _swaks(postfix.twistd_port, "--auth", "LOGIN", "--auth-user", USER, "--auth-password", PASSWORD)
+        assert status == 0 and "235 2.7.0 Authentication successful" in out, out + "\n".join(daemon.lines)
+        line = daemon.wait_for("authenticated, method=LOGIN")
+    finally:
+        daemon.stop()
+    assert line and re.search(r" mailstack/auth\[\d+\]: smtp\(%s,127\.0\.0\.1,<\d+\.\d+>\): authenticated, "
+                              r"method=LOGIN, lip=127\.0\.0\.1$" % re.escape(USER), line), line
+    assert not any("Traceback" in text for text in daemon.lines)
