@@ -188,3 +188,19 @@ def test_mailstack_hash_verifies_in_doveadm(name):
     assert good.returncode == 0 and "(verified)" in good.stdout, good.stderr
     bad = _doveadm("pw", "-t", stored, "-p", "wrong")
     assert bad.returncode != 0
+
+
+def test_missing_backend_says_what_to_install(monkeypatch):
+    """Without its library a scheme fails with 'support not installed: pip install ...', as Dovecot's
+    'support not compiled in'."""
+    from passlib import exc
+    from passlib.hash import argon2
+
+    def missing(*args, **kwargs):
+        raise exc.MissingBackendError("argon2: no backends available")
+
+    monkeypatch.setattr(argon2, "get_backend", missing)
+    with pytest.raises(schemes.SchemeUnavailable, match="pip install argon2-cffi"):
+        schemes.generate("ARGON2ID", "x")
+    with pytest.raises(schemes.SchemeUnavailable, match="pip install argon2-cffi"):
+        schemes.verify("secret", DOVECOT_SECRET["ARGON2ID"])
