@@ -62,3 +62,19 @@ def test_cli_hash_passes_doveadm(tmp_path):
     result = subprocess.run(["doveadm", "-o", "log_path=/dev/null", "pw", "-t", out.strip(), "-p", "secret"],
                             capture_output=True, text=True, timeout=20)
     assert result.returncode == 0 and "(verified)" in result.stdout
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_password_from_terminal_asked_twice(tmp_path, monkeypatch):
+    """On a terminal the password is asked twice without echo; a mismatch is refused."""
+    answers = iter(["first", "first", "one", "two"])
+    monkeypatch.setattr("sys.stdin", _Terminal())
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
+    status, out, _ = run_cli("--config", tmp_path, "pw", "-s", "SSHA")
+    assert status == 0 and schemes.verify("first", out.strip())
+    status, _, err = run_cli("--config", tmp_path, "pw", "-s", "SSHA")
+    assert status == 1 and "passwords don't match" in err
