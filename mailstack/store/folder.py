@@ -47,8 +47,8 @@ log = Logger(namespace="mailstack.store")
 
 RECENT_FILE = "mailstack-recent"
 TMP_CLEAN_INTERVAL = 8 * 3600  # as Dovecot's maildir tmp/ scan
+_MTIME_SETTLE_NS = 2_000_000_000
 _SIZES = re.compile(r",S=(\d+)(?:,W=(\d+))?")
-_SCAN_ATTEMPTS = 5
 
 
 class Message(NamedTuple):
@@ -140,13 +140,14 @@ class Folder:
         self._uidlist = uidlist.UidList(path, fsync=fsync)
         self.keywords = Keywords(path, fsync=fsync)
         self._lock = threading.RLock()
-        self._files = {}        # base -> (subdir, name), as last scanned
+        self._dirs = {"new": {}, "cur": {}}      # base -> file name, as last read
+        self._stamps = {"new": None, "cur": None}  # trusted mtimes of those reads
+        self._view_base = {}    # base -> uid of the messages in the view
+        self._pending = set()   # bases to look at again on the next sync
         self._by_uid = {}       # uid -> Message
         self._sorted = None     # cached ascending list of Message
-        self._missing = set()   # bases missing from one consistent scan
         self._info_cache = {}   # info letters -> flags
         self._synced = False
-        self._stamp = None      # directory mtimes of the last consistent scan that changed nothing
         self._tmp_cleaned = 0.0
         self._listeners = []
         self.watch = None       # set by the store when change notification runs
@@ -248,86 +249,170 @@ class Folder:
         self._announce(changes)
         return changes
 
-    def _scan(self):
-        """Return (files, consistent): base -> (subdir, name), and whether no directory changed meanwhile."""
-        new_dir, cur_dir = os.path.join(self.path, "new"), os.path.join(self.path, "cur")
+    def _listdir(self, sub):
+        """Read one directory; return (base -> name, trusted mtime stamp or None)."""
+        path = os.path.join(self.path, sub)
         try:
-            before = (os.stat(new_dir).st_mtime_ns, os.stat(cur_dir).st_mtime_ns)
-            new_names = os.listdir(new_dir)
-            cur_names = os.listdir(cur_dir)
-            after = (os.stat(new_dir).st_mtime_ns, os.stat(cur_dir).st_mtime_ns)
+            before = os.stat(path).st_mtime_ns
+            names = os.listdir(path)
+            after = os.stat(path).st_mtime_ns
         except FileNotFoundError:
             raise FolderNotFound("folder %s does not exist" % self.name) from None
         files = {}
-        for name in new_names:
+        for name in names:
             if name[0] != ".":
-                files[name.partition(":")[0]] = ("new", name)
-        for name in cur_names:
-            if name[0] != ".":
-                files[name.partition(":")[0]] = ("cur", name)
-        return files, before == after
+                files[name.partition(":")[0]] = name
+        # An mtime is only a safe stamp once it is older than the file
+        # system's timestamp granularity (Dovecot waits too): a change in the
+        # same tick as the scan would otherwise keep the old mtime.
+        trusted = before == after and time.time_ns() - after > _MTIME_SETTLE_NS
+        return files, (after if trusted else None), before == after
 
-    def _consistent_scan(self):
-        for _ in range(_SCAN_ATTEMPTS):
-            files, consistent = self._scan()
-            if consistent:
-                return files, True
-        return files, False
+    def _changed_dirs(self, force):
+        """Return the directories to re-read, deciding for both before reading either."""
+        todo = []
+        for sub in ("new", "cur"):
+            stamp = self._stamps[sub]
+            if force or stamp is None:
+                todo.append(sub)
+                continue
+            try:
+                mtime = os.stat(os.path.join(self.path, sub)).st_mtime_ns
+            except FileNotFoundError:
+                raise FolderNotFound("folder %s does not exist" % self.name) from None
+            if mtime != stamp:
+                todo.append(sub)
+        return todo
 
-    def _unchanged(self):
-        """True when neither directory nor the uidlist changed since the last full, consistent scan.
+    def _rescan(self, force=False):
+        """Re-read changed directories, new/ before cur/; return (changed bases, consistent)."""
+        changed = set()
+        consistent = True
+        for sub in self._changed_dirs(force):
+            files, stamp, stable = self._listdir(sub)
+            old = self._dirs[sub]
+            if old:
+                changed.update(base for base, _name in old.items() ^ files.items())
+            else:
+                changed.update(files)
+            self._dirs[sub] = files
+            self._stamps[sub] = stamp
+            consistent = consistent and stable
+        return changed, consistent
 
-        Directory mtimes have coarse granularity, so a stamp younger than
-        two seconds is never trusted (Dovecot does the same).
-        """
-        if self._stamp is None:
-            return False
-        try:
-            stamp = (os.stat(os.path.join(self.path, "new")).st_mtime_ns,
-                     os.stat(os.path.join(self.path, "cur")).st_mtime_ns)
-        except FileNotFoundError:
-            return False
-        if stamp != self._stamp or time.time_ns() - max(stamp) < 2_000_000_000:
-            return False
-        return not self._uidlist.refresh()
+    def _where(self, base):
+        """Return ("cur"|"new", name) for ``base`` as last scanned, or None."""
+        name = self._dirs["cur"].get(base)
+        if name is not None:
+            return "cur", name
+        name = self._dirs["new"].get(base)
+        if name is not None:
+            return "new", name
+        return None
 
     def _sync(self):
         now = time.time()
         if now - self._tmp_cleaned > TMP_CLEAN_INTERVAL:
             self._tmp_cleaned = now
             maildir.clean_tmp(self.path, now)
-        if self._unchanged():
-            return Changes()
-        self._stamp = None
-        before = (os.stat(os.path.join(self.path, "new")).st_mtime_ns,
-                  os.stat(os.path.join(self.path, "cur")).st_mtime_ns) if self.exists() else None
-        files, consistent = self._consistent_scan()
         ul = self._uidlist
         old_validity = ul.uidvalidity
-        ul.refresh()
-        unknown = [b for b in files if b not in ul.by_base]
+        changed, consistent = self._rescan(force=not self._synced)
+        how = ul.refresh()
+        if how == "full" and self._synced:
+            # Rewritten by someone (expunges, or recreated): look at everything.
+            changed.update(self._dirs["new"], self._dirs["cur"], self._view_base)
+        elif how == "append":
+            changed.update(ul.by_uid[uid] for uid in ul.appended if uid in ul.by_uid)
+        changed.update(self._pending)
+        self._pending = set()
+        if not changed and ul.uidvalidity:
+            self._synced = True
+            return Changes()
+        cur, new, by_base, view_base = self._dirs["cur"], self._dirs["new"], ul.by_base, self._view_base
+        unknown = [b for b in changed if b not in by_base and (b in cur or b in new)]
         if unknown or not ul.uidvalidity:
-            self._assign(files, unknown)
+            self._assign(unknown)
+        gone = {b for b in changed if b not in cur and b not in new and (b in by_base or b in view_base)}
+        if gone:
+            # Missing from one scan is not enough (a rename in cur/ may have
+            # hidden it): confirm with a full scan during which nothing moved.
+            more, stable = self._rescan(force=True)
+            more2, stable2 = self._rescan(force=True) if not stable else (set(), True)
+            extra = (more | more2) - changed
+            changed |= extra
+            new_unknown = [b for b in extra if b not in ul.by_base and self._where(b) is not None]
+            if new_unknown:
+                self._assign(new_unknown)
+            gone = {b for b in gone if self._where(b) is None}
+            if gone and not (stable or stable2):
+                self._pending.update(gone)
+                gone = set()
+            dropped = [ul.by_base[b] for b in gone if b in ul.by_base]
+            if dropped:
+                self._drop(dropped)
+        changes = self._update_view(changed, gone)
         if old_validity and ul.uidvalidity != old_validity:
             log.warn("{path}: UIDVALIDITY changed from {old} to {new} (uidlist recreated)",
                      path=self.path, old=old_validity, new=ul.uidvalidity)
-        gone = [uid for b, uid in ul.by_base.items() if b not in files]
-        if gone:
-            # A second consistent scan confirms what the first one missed.
-            files2, consistent2 = self._consistent_scan()
-            for base, where in files2.items():
-                files.setdefault(base, where)
-            consistent = consistent and consistent2
-            gone = [uid for uid in gone if ul.by_uid[uid] not in files]
-            if gone and consistent:
-                self._drop(gone)
-        self._files = files
-        changes = self._rebuild(files)
-        if consistent and before is not None and not unknown and not gone:
-            self._stamp = before
         return changes
 
-    def _assign(self, files, unknown):
+    def _update_view(self, candidates, gone):
+        """Apply the new state of ``candidates`` (bases) to the view; return :class:`Changes`."""
+        view, view_base, by_base = self._by_uid, self._view_base, self._uidlist.by_base
+        added, expunged, flagged = [], [], []
+        # Removals first: after a renumbering a UID may pass from one base to another.
+        for base in candidates & view_base.keys() if view_base else ():
+            old_uid = view_base[base]
+            where = self._where(base)
+            if where is None and base not in gone:
+                self._pending.add(base)  # not confirmed yet: keep it
+                continue
+            if where is None or by_base.get(base) != old_uid:
+                del view_base[base]
+                if view.get(old_uid) is not None and view[old_uid].base == base:
+                    del view[old_uid]
+                    expunged.append(old_uid)
+        info_cache, sizes = self._info_cache, _SIZES.search
+        cur, new = self._dirs["cur"], self._dirs["new"]
+        for base in candidates:
+            subdir, name = "cur", cur.get(base)
+            if name is None:
+                subdir, name = "new", new.get(base)
+                if name is None:
+                    continue
+            uid = by_base.get(base)
+            if uid is None:
+                self._pending.add(base)  # not numbered (lock trouble): try again next sync
+                continue
+            previous = view.get(uid)
+            if previous is not None and previous.name == name and previous.subdir == subdir:
+                continue
+            match = sizes(base)
+            if match is not None and match.group(2):
+                # The common case, inlined: it runs 100,000 times when a big folder opens.
+                info = name[len(base) + 3:]
+                flags = info_cache.get(info)
+                if flags is None:
+                    flags = self._flags_for(info)
+                message = Message(uid, base, subdir, name, int(match.group(1)), int(match.group(2)), flags)
+            else:
+                message = self._message(uid, base, subdir, name)
+            view[uid] = message
+            view_base[base] = uid
+            if previous is None:
+                added.append(message)
+            elif previous.flags != message.flags:
+                flagged.append(message)
+        if added or expunged or flagged:
+            self._sorted = None
+        self._synced = True
+        added.sort()
+        flagged.sort()
+        expunged.sort()
+        return Changes(tuple(added), tuple(expunged), tuple(flagged))
+
+    def _assign(self, unknown):
         lock = self._uidlist.lock()
         try:
             ul = self._uidlist
@@ -335,11 +420,9 @@ class Folder:
             for base in unknown:
                 if base in ul.by_base:
                     continue
-                subdir, name = files[base]
-                if os.path.exists(os.path.join(self.path, subdir, name)):
+                where = self._where(base)
+                if where is not None and os.path.exists(os.path.join(self.path, where[0], where[1])):
                     todo.append(base)
-                else:
-                    del files[base]
             todo.sort(key=_delivery_order)
             ul.assign(lock, todo, self._uidvalidity_factory)
         finally:
@@ -348,7 +431,9 @@ class Folder:
     def _drop(self, uids):
         lock = self._uidlist.lock()
         try:
-            self._uidlist.drop(lock, uids)
+            present = [uid for uid in uids if uid in self._uidlist.by_uid]
+            if present:  # another process may have dropped them already
+                self._uidlist.drop(lock, present)
         finally:
             lock.release()
 
@@ -380,44 +465,6 @@ class Folder:
         if vsize is None:
             vsize = size
         return Message(uid, base, subdir, name, size, vsize, self._flags_for(info))
-
-    def _rebuild(self, files):
-        old = self._by_uid
-        current = {}
-        added, flagged = [], []
-        by_base = self._uidlist.by_base
-        info_cache = self._info_cache
-        sizes = _SIZES.search
-        for base, (subdir, name) in files.items():
-            uid = by_base.get(base)
-            if uid is None:
-                continue
-            previous = old.get(uid)
-            if previous is not None and previous.name == name and previous.subdir == subdir:
-                current[uid] = previous
-                continue
-            match = sizes(base)
-            if match is not None and match.group(2):
-                # The common case, inlined: it runs 100,000 times when a big folder opens.
-                info = name[len(base) + 3:]
-                flags = info_cache.get(info)
-                if flags is None:
-                    flags = self._flags_for(info)
-                message = Message(uid, base, subdir, name, int(match.group(1)), int(match.group(2)), flags)
-            else:
-                message = self._message(uid, base, subdir, name)
-            current[uid] = message
-            if previous is None:
-                added.append(message)
-            elif previous.flags != message.flags:
-                flagged.append(message)
-        expunged = sorted(uid for uid in old if uid not in current)
-        self._by_uid = current
-        self._sorted = None
-        self._synced = True
-        added.sort()
-        flagged.sort()
-        return Changes(tuple(added), tuple(expunged), tuple(flagged))
 
     def _ensure_synced(self):
         if not self._synced:
@@ -510,7 +557,8 @@ class Folder:
             updated = Message(uid, message.base, "cur", new_name, message.size, message.vsize,
                               self._flags_for(info))
             self._by_uid[uid] = updated
-            self._files[message.base] = ("cur", new_name)
+            self._dirs[message.subdir].pop(message.base, None)
+            self._dirs["cur"][message.base] = new_name
             return updated if updated.flags != message.flags else None
         return None
 
@@ -541,7 +589,8 @@ class Folder:
                 removed.append(uid)
                 freed += message.size
                 del self._by_uid[uid]
-                self._files.pop(message.base, None)
+                self._view_base.pop(message.base, None)
+                self._dirs[message.subdir].pop(message.base, None)
             if removed:
                 self._sorted = None
                 self._drop(removed)
@@ -588,12 +637,13 @@ class Folder:
                 lock.release()
             uid = self._uidlist.by_base[delivered.base]
             subdir = "new" if info is None else "cur"
-            self._files[delivered.base] = (subdir, delivered.name)
             message = self._message(uid, delivered.base, subdir, delivered.name)
             # A watch's sync may have numbered and announced it already.
             known = self._synced and uid not in self._by_uid
             if known:
+                self._dirs[subdir][delivered.base] = delivered.name
                 self._by_uid[uid] = message
+                self._view_base[delivered.base] = uid
                 self._sorted = None
         if known:
             self._announce(Changes(added=(message,)))

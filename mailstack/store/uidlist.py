@@ -74,6 +74,7 @@ class UidList:
         self.by_base = {}
         self.by_uid = {}
         self.ext = {}
+        self.appended = []
         self._inode = None
         self._offset = 0
         self._last_uid = 0
@@ -81,29 +82,43 @@ class UidList:
     # -- reading -------------------------------------------------------
 
     def refresh(self):
-        """Bring the in-memory list up to date with the file; return True if it changed."""
+        """Bring the in-memory list up to date with the file.
+
+        Returns:
+            None when nothing changed; ``"append"`` when records were
+            appended (their UIDs are in :attr:`appended`); ``"full"`` when
+            the file was replaced, created or removed and re-read whole.
+        """
+        self.appended = []
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
             changed = self._inode is not None
             self._reset()
-            return changed
+            return "full" if changed else None
         try:
             st = os.fstat(fd)
             if st.st_ino == self._inode and st.st_size == self._offset:
-                return False
+                return None
             if st.st_ino == self._inode and st.st_size > self._offset:
                 os.lseek(fd, self._offset, os.SEEK_SET)
                 data = _read_all(fd)
+                before = self._last_uid
                 self._parse(data, header=False)
-                return True
+                appended = []
+                for uid in reversed(self.by_uid):
+                    if uid <= before:
+                        break
+                    appended.append(uid)
+                self.appended = appended[::-1]
+                return "append"
             data = _read_all(fd)
         finally:
             os.close(fd)
         self._reset()
         self._inode = st.st_ino
         self._parse(data, header=True)
-        return True
+        return "full"
 
     def _reset(self):
         self.uidvalidity, self.next_uid, self.guid, self._header_ext = 0, 1, "", ""

@@ -22,11 +22,11 @@ def test_reads_dovecot_format(tmp_path):
     """A list written by Dovecot 2.3 gives UIDVALIDITY, records and next UID = last + 1."""
     _write(tmp_path, DOVECOT_LIST)
     ul = uidlist.UidList(str(tmp_path))
-    assert ul.refresh() is True
+    assert ul.refresh() == "full"
     assert ul.uidvalidity == 1795424284 and ul.next_uid == 3
     assert ul.guid == "d0df820e1c00046bed3c000083ecc375"
     assert ul.by_uid[2] == "1795424284.M249286P15597.vm,S=11" and ul.ext[2] == "W2048 P0002"
-    assert ul.refresh() is False
+    assert ul.refresh() is None
 
 
 def test_append_and_rewrite_keep_extensions(tmp_path):
@@ -54,7 +54,7 @@ def test_incremental_read_ignores_partial_line(tmp_path):
     ul.refresh()
     with open(os.path.join(tmp_path, uidlist.FILENAME), "ab") as handle:
         handle.write(b"3 :a.b.c\n4 :d.e")
-    assert ul.refresh() is True
+    assert ul.refresh() == "append" and ul.appended == [3]
     assert sorted(ul.by_uid) == [1, 2, 3] and ul.next_uid == 4
     with open(os.path.join(tmp_path, uidlist.FILENAME), "ab") as handle:
         handle.write(b".f\n")
