@@ -288,13 +288,10 @@ def _disposition(entity):
     value = entity.fields.get("content-disposition")
     if value is None:
         return None
-    kind = str(value).split(";")[0].strip().upper()
+    kind = value.split(";")[0].strip().upper()
     params = []
-    for name, pvalue in entity.fields.get_params(header="content-disposition")[1:]:
-        if isinstance(pvalue, tuple):
-            import email.utils
-            pvalue = email.utils.collapse_rfc2231_value(pvalue)
-        params += [name.upper(), pvalue]
+    for name, pvalue in entity.params("content-disposition"):
+        params += [name, pvalue]
     return [kind, params or None]
 
 

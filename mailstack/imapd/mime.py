@@ -16,12 +16,13 @@ import base64
 import binascii
 import email.errors
 import email.header
-import email.parser
 import email.utils
 import quopri
 import re
+import urllib.parse
 
-_PARSER = email.parser.BytesHeaderParser()
+_FOLD = re.compile(r"\r?\n[ \t]")
+_PARAM = re.compile(r'\s*;\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)', re.S)
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _FIELD_NAME = re.compile(rb"^([^:\s]+)[ \t]*:", re.M)
 
@@ -86,7 +87,7 @@ class Entity:
     def __init__(self, data, default_type=("text", "plain")):
         self.data = data
         self.header, self.body = split_header(data)
-        self.fields = _PARSER.parsebytes(self.header)
+        self.fields = Headers(self.header)
         self._default_type = default_type
         self._parts = None
         self._inner = None
@@ -99,39 +100,35 @@ class Entity:
         value = self.fields.get("content-type")
         if value is None:
             return self._default_type
-        ctype = self.fields.get_content_type()  # "text/plain" when malformed
-        if value and "/" not in str(value).split(";")[0]:
-            return ("text", "plain")
-        main, _, sub = ctype.partition("/")
-        return main, sub
+        main, slash, sub = value.split(";", 1)[0].strip().lower().partition("/")
+        if not slash or not main or not sub or " " in main:
+            return ("text", "plain")  # RFC 2045 §5.2: a malformed type means text/plain
+        return main, sub.strip()
+
+    @property
+    def boundary(self):
+        return dict(self.params()).get("BOUNDARY")
 
     @property
     def is_multipart(self):
-        return self.content_type[0] == "multipart" and bool(self.fields.get_boundary())
+        return self.content_type[0] == "multipart" and bool(self.boundary)
 
     @property
     def is_message(self):
         return self.content_type == ("message", "rfc822")
 
-    def params(self):
-        """Return the Content-Type parameters as ``[(name, value), ...]`` (names upper-cased)."""
-        if self.fields.get("content-type") is None:
-            return [("CHARSET", "us-ascii")] if self.content_type == ("text", "plain") else []
-        result = []
-        for name, value in self.fields.get_params(header="content-type")[1:]:
-            if isinstance(value, tuple):
-                value = email.utils.collapse_rfc2231_value(value)
-            result.append((name.upper(), value))
-        return result
+    def params(self, header="content-type"):
+        """Return the parameters of a header (Content-Type by default) as ``[(NAME, value), ...]``."""
+        value = self.fields.get(header)
+        if value is None:
+            if header == "content-type" and self.content_type == ("text", "plain"):
+                return [("CHARSET", "us-ascii")]
+            return []
+        return parse_params(value)
 
     def field(self, name):
         """Return the raw (unfolded, undecoded) value of header ``name``, or None."""
-        value = self.fields.get(name)
-        if value is None:
-            return None
-        if isinstance(value, email.header.Header):
-            value = str(value)
-        return re.sub(r"\r?\n[ \t]", " ", value).strip() if isinstance(value, str) else value
+        return self.fields.get(name)
 
     # -- structure --------------------------------------------------------------
 
@@ -141,7 +138,7 @@ class Entity:
             self._parts = []
             if self.is_multipart:
                 default = ("message", "rfc822") if self.content_type[1] == "digest" else ("text", "plain")
-                self._parts = [Entity(raw, default) for raw in _split_multipart(self.body, self.fields.get_boundary())]
+                self._parts = [Entity(raw, default) for raw in _split_multipart(self.body, self.boundary)]
         return self._parts
 
     def inner(self):
@@ -173,12 +170,11 @@ class Entity:
 
     def decoded_header(self, name):
         """Return every value of header ``name``, RFC 2047-decoded, joined by newlines."""
-        values = self.fields.get_all(name) or []
-        return "\n".join(decode_words(str(v)) for v in values)
+        return "\n".join(decode_words(v) for v in self.fields.get_all(name))
 
     def all_headers_text(self):
         """Return the whole header, decoded, for TEXT searches."""
-        return "\n".join("%s: %s" % (k, decode_words(str(v))) for k, v in self.fields.items())
+        return "\n".join("%s: %s" % (k, decode_words(v)) for k, v in self.fields.items())
 
     def body_text(self):
         """Return the decoded text of every text leaf, for BODY/TEXT searches."""
@@ -205,6 +201,66 @@ class Entity:
             return data.decode("utf-8", "replace")
 
 
+class Headers:
+    """The fields of a header: case-insensitive lookup of unfolded values.
+
+    Values are str; octets that are not UTF-8 are kept as surrogate escapes,
+    so that :func:`mailstack.imapd.syntax.quote` sends them back unchanged.
+    """
+
+    __slots__ = ("_items", "_index")
+
+    def __init__(self, header):
+        self._items = []
+        self._index = {}
+        for name, raw in header_fields(header):
+            value = raw.split(b":", 1)[1] if b":" in raw else b""
+            text = _FOLD.sub(" ", value.decode("utf-8", "surrogateescape")).strip()
+            key = name.decode("ascii", "surrogateescape")
+            self._items.append((key, text))
+            self._index.setdefault(key.lower(), []).append(text)
+
+    def get(self, name, default=None):
+        """Return the first value of field ``name``, or ``default``."""
+        values = self._index.get(name.lower())
+        return values[0] if values else default
+
+    def get_all(self, name):
+        """Return every value of field ``name`` (a list, empty when absent)."""
+        return list(self._index.get(name.lower(), ()))
+
+    def items(self):
+        return list(self._items)
+
+
+def parse_params(value):
+    """Parse ``type/sub; a=1; b="x y"`` parameters into ``[(NAME, value), ...]`` (RFC 2045, RFC 2231)."""
+    params = []
+    continued = {}
+    for match in _PARAM.finditer(value, value.find(";") if ";" in value else len(value)):
+        name, raw = match.group(1).upper(), match.group(2).strip()
+        if raw.startswith('"') and raw.endswith('"') and len(raw) > 1:
+            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+        if "*" in name:
+            # RFC 2231: NAME*=charset'lang'value and NAME*0, NAME*1... continuations.
+            base, _, rest = name.partition("*")
+            encoded = rest.endswith("*") or rest == ""
+            if encoded and "'" in raw and not rest.rstrip("*"):
+                charset, _, tail = raw.partition("'")
+                raw = urllib.parse.unquote(tail.partition("'")[2], encoding=charset or "utf-8", errors="replace")
+            elif encoded:
+                raw = urllib.parse.unquote(raw.split("'", 2)[-1] if raw.count("'") >= 2 else raw)
+            number = rest.rstrip("*")
+            if number.isdigit():
+                continued.setdefault(base, []).append((int(number), raw))
+                continue
+            name = base
+        params.append((name, raw))
+    for base, pieces in continued.items():
+        params.append((base, "".join(piece for _, piece in sorted(pieces))))
+    return params
+
+
 def decode_words(value):
     """Decode RFC 2047 encoded words; undecodable text is kept as it is."""
     try:
@@ -225,24 +281,36 @@ def decode_words(value):
 def _split_multipart(body, boundary):
     """Split a multipart body into the raw octets of its parts (RFC 2046 §5.1.1).
 
-    The CRLF before each boundary delimiter belongs to the delimiter, not to
-    the part before it.
+    A delimiter is ``--boundary`` at the start of a line, optionally followed
+    by ``--`` (the close delimiter) and white space.  The CRLF before each
+    delimiter belongs to the delimiter, not to the part before it.
     """
-    delimiter = re.compile(rb"(?:^|\r?\n)--" + re.escape(boundary.encode("utf-8", "replace")) +
-                           rb"(--)?[ \t]*(?=\r?\n|$)")
+    dash = b"--" + boundary.encode("utf-8", "surrogateescape")
     parts = []
     start = None
-    for match in delimiter.finditer(body):
+    pos = 0
+    while True:
+        index = body.find(dash, pos)
+        if index == -1:
+            break
+        pos = index + len(dash)
+        if index > 0 and body[index - 1:index] != b"\n":
+            continue
+        eol = body.find(b"\n", pos)
+        tail = body[pos:eol if eol != -1 else len(body)].rstrip(b"\r")
+        closing = tail.startswith(b"--")
+        if tail[2 if closing else 0:].strip(b" \t"):
+            continue  # a longer boundary that merely starts with ours
         if start is not None:
-            parts.append(body[start:match.start()])
-        if match.group(1):
+            end = index
+            if end >= 1 and body[end - 1:end] == b"\n":
+                end -= 2 if end >= 2 and body[end - 2:end] == b"\r\n" else 1
+            parts.append(body[start:max(start, end)])
+        if closing or eol == -1:
             start = None
             break
-        nl = body.find(b"\n", match.end())
-        if nl == -1:
-            start = None
-            break
-        start = nl + 1
+        start = eol + 1
+        pos = start
     if start is not None:  # no closing delimiter: the last part runs to the end
         parts.append(body[start:])
     return parts

@@ -279,8 +279,8 @@ def quote(value):
     if value is None:
         return b"NIL"
     if isinstance(value, str):
-        value = value.encode("utf-8")
-    if b"\r" in value or b"\n" in value or b"\0" in value or any(c > 127 for c in value) or len(value) > 1000:
+        value = value.encode("utf-8", "surrogateescape")
+    if b"\r" in value or b"\n" in value or b"\0" in value or not value.isascii() or len(value) > 1000:
         return b"{%d}\r\n" % len(value) + value
     return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
