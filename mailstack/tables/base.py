@@ -333,12 +333,15 @@ class FileTable(Table):
                                                       err.strerror, self._missing_hint())
             self._broken = False
         else:
-            if self._signature not in (_UNSET, None):
+            if self._signature is not _UNSET:
                 log.info("table {spec}: reloaded after a change", spec=self.spec)
             self._error = None
             self._replace(data)
         if self._error is not None:
-            log.warn("table {spec}: {error}", spec=self.spec, error=self._error)
+            if self._error.startswith(self.spec + ":"):
+                log.warn("table {error}", error=self._error)
+            else:
+                log.warn("table {spec}: {error}", spec=self.spec, error=self._error)
         self._signature = signature
 
     def _replace(self, data):

@@ -196,3 +196,20 @@ def test_lookup_now_refuses_io_tables():
     table = open_table("unix:passwd.byname", _context())
     with pytest.raises(NotInMemoryError):
         table.lookup_now("root")
+
+
+def test_log_lines_for_missing_and_reloaded_tables(tmp_path):
+    """A missing index and a reload are logged in maillog style under mailstack/tables."""
+    from twisted.logger import capturedLogs
+
+    from mailstack.common.maillog import format_line
+    source = tmp_path / "virtual"
+    with capturedLogs() as events:
+        table = open_table("hash:%s" % source, _context())
+        _build(source, "a b\n")
+        table.lookup_now("a")
+    lines = [format_line(event, "mail", pid=7) for event in events]
+    assert lines[0].endswith("mail mailstack/tables[7]: warning: table hash:%s: cannot open %s.db: "
+                             "No such file or directory (build it with 'mailstack postmap %s')"
+                             % (source, source, source))
+    assert lines[1].endswith("mail mailstack/tables[7]: table hash:%s: reloaded after a change" % source)
