@@ -52,7 +52,7 @@ from dataclasses import dataclass
 
 from twisted.internet import defer
 
-from mailstack.tables.base import TableTemporaryError
+from mailstack.tables.base import TableConfigError, TableTemporaryError
 
 _NO_SPLIT = ("postmaster", "mailer-daemon")
 
@@ -124,7 +124,7 @@ def address_keys(address, style="virtual", delimiters="", is_local=None, parent_
     if style == "access":
         if domain:
             keys.extend((k, True, True) for k, _ in domain_keys(domain, parent_matches_subdomains))
-        if domain is not None:
+        if domain is not None and local:
             if extension:
                 keys.append((local + "@", True, True))
             keys.append((user + "@", True, False))
@@ -133,7 +133,7 @@ def address_keys(address, style="virtual", delimiters="", is_local=None, parent_
         raise ValueError("unknown address lookup style %r" % style)
     if domain is None:
         return keys
-    if is_local is not None and is_local(domain):
+    if local and is_local is not None and is_local(domain):
         if extension:
             keys.append((local, True, True))
         keys.append((user, True, False))
@@ -364,8 +364,9 @@ class LocalDomains:
     A domain is local when it equals ``$myorigin``, matches
     ``$mydestination`` (names; ``.domain`` for subdomains, or any
     subdomain when ``mydestination`` is in
-    ``parent_domain_matches_subdomains``; ``!name`` excludes; ``type:name``
-    tables that answer from memory), or is an address literal
+    ``parent_domain_matches_subdomains``; ``!name`` excludes; ``/file``
+    holds more names; ``type:name`` tables that answer from memory), or is
+    an address literal
     ``[addr]`` of ``$inet_interfaces`` or ``$proxy_interfaces``.
 
     Args:
@@ -380,7 +381,7 @@ class LocalDomains:
         self.myorigin = config["myorigin"].lower().rstrip(".")
         self.parent = "mydestination" in config["parent_domain_matches_subdomains"]
         self.patterns = []
-        for item in config["mydestination"]:
+        for item in _expand_files(config["mydestination"]):
             if ":" in item and not item.startswith("["):
                 if tables is not None:
                     self.patterns.append(("table", tables.open(item)))
@@ -430,6 +431,27 @@ class LocalDomains:
         if domain == pattern:
             return True
         return self.parent and domain.endswith("." + pattern)
+
+
+def _expand_files(items):
+    """Replace ``/file`` items of a domain list by the words in the file (``#`` comments allowed).
+
+    Raises:
+        TableConfigError: when such a file cannot be read.
+    """
+    result = []
+    for item in items:
+        if not item.startswith("/"):
+            result.append(item)
+            continue
+        try:
+            with open(item, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as err:
+            raise TableConfigError("mydestination: cannot read %s: %s" % (item, err.strerror)) from None
+        for line in text.splitlines():
+            result.extend(w for w in line.split("#", 1)[0].replace(",", " ").split())
+    return result
 
 
 def _machine_interfaces():

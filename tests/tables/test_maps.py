@@ -262,3 +262,14 @@ def test_local_domains_parent_matching_and_tables(tmp_path):
     local = LocalDomains(config, Tables())
     assert local("deep.sub.example.net") and local("table.example")
     assert not LocalDomains(_config(mydestination="example.net"))("sub.example.net")
+    names = tmp_path / "local_domains"
+    names.write_text("# more local domains\nfile.example, other.example\n")
+    from_file = LocalDomains(_config(mydestination="localhost %s" % names))
+    assert from_file("file.example") and from_file("other.example") and not from_file("x.example")
+
+
+def test_empty_local_part_has_no_user_keys():
+    """An address with an empty local part (@domain) is not looked up as '' or '@'."""
+    assert _keys(address_keys("@example.com", "virtual", "+", _local)) == [("@example.com", False)]
+    assert _keys(address_keys("@example.com", "access", "+")) == [
+        ("@example.com", False), ("example.com", True), ("com", True)]
