@@ -26,7 +26,7 @@ from mailstack import app
 from mailstack.auth.mechs.client import client_for
 from tests.conftest import run_cli
 
-MECHANISMS = "plain login cram-md5"
+MECHANISMS = "plain login cram-md5 scram-sha-256"
 CLIENT_HANDSHAKE = b"VERSION\t1\t0\nCPID\t4242\n"
 # `no-penalty` keeps Dovecot's per-IP penalty (anvil) out of the timing; mailstack ignores it.
 COMMON = "service=smtp\tnologin\tlip=127.0.0.1\trip=127.0.0.1\tno-penalty"
@@ -135,10 +135,37 @@ def _conversations(path):
     cram = client_for("CRAM-MD5", "ann@example.test", "annpass")
     ask("CONT\t9\t%s" % b64(cram.respond(base64.b64decode(reply.split("\t")[2]))))
     out[-2] = "CONT\t9\t<challenge>" if reply.startswith("CONT\t9\t") else reply
+    for request_id, extra in ((11, ""), (12, "\tfinal-resp-ok")):
+        out.extend(_scram(client, request_id, extra))
     # Last: an unknown mechanism makes both drop the connection.
     client.send("AUTH\t10\tFOO\t%s" % COMMON)
     out.append(client.line())
     client.close()
+    return out
+
+
+def _scram(client, request_id, extra):
+    """SCRAM-SHA-256 for joe; return the replies with the random parts masked."""
+    scram = client_for("SCRAM-SHA-256", "joe@example.test", "secret")
+    client.send("AUTH\t%d\tSCRAM-SHA-256\t%s%s\tresp=%s" % (request_id, COMMON, extra, b64(scram.start())))
+    out = []
+    reply = client.line()
+    while reply.startswith("CONT\t"):
+        data = base64.b64decode(reply.split("\t")[2])
+        if data.startswith(b"v="):
+            scram.finish(data)                    # the server signature comes as one more CONT
+            out.append("CONT\t%d\t<server signature>" % request_id)
+            client.send("CONT\t%d\t" % request_id)
+        else:
+            out.append("CONT\t%d\t<server-first>" % request_id)
+            client.send("CONT\t%d\t%s" % (request_id, b64(scram.respond(data))))
+        reply = client.line()
+    fields = reply.split("\t")
+    for index, field in enumerate(fields):
+        if field.startswith("resp="):
+            scram.finish(base64.b64decode(field[5:]))   # ... or in OK resp=
+            fields[index] = "resp=<server signature>"
+    out.append("\t".join(fields))
     return out
 
 
@@ -197,7 +224,7 @@ def passwd_file(config_dir):
 
 @pytest_twisted.ensureDeferred
 async def test_same_replies_as_dovecot(config_dir, passwd_file):
-    """Handshake, PLAIN/LOGIN/CRAM-MD5 successes and failures, bad base64, late CONT, bad mechanism: as Dovecot."""
+    """Handshake, PLAIN/LOGIN/CRAM-MD5/SCRAM successes and failures, bad base64, late CONT, bad mechanism: as Dovecot."""
     if shutil.which("dovecot") is None:
         pytest.skip("dovecot is not installed (Debian package dovecot-core)")
     dovecot = Dovecot(str(passwd_file))
