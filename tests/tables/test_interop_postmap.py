@@ -36,6 +36,66 @@ endif
 /^m$/m                    multi
 """
 
+# POSIX extended syntax details: intervals, classes, brackets, backslashes, back-references.
+REGEXP_SYNTAX = r"""/^(ab|cd)+$/ alt $1
+/^a{2,3}$/ interval
+/^a{2}b{1,}$/ interval2
+/^[[:alpha:]][[:alnum:]_.-]*@[[:lower:]]+$/ addr
+/^[[:upper:]]+$/i upperi
+/^[[:upper:]]+$/ upper
+/^[^@]+@[^.]+\.example$/ dotex
+/\.$/ trailingdot
+/^\[[0-9.]+\]$/ literal
+/^(a)(b)(c)(d)(e)(f)(g)(h)(i)$/ nine $9$8$1
+/^.*\+.*$/ plus
+/^x\|y$/ pipe
+/[\\]/ backslash
+/^(x)\1$/ backref
+/^[a\]]+$/ class-with-backslash
+/^[]]$/ close
+/^[-a]+$/ dash
+/^a\.b$/ escdot
+/^\(paren\)$/ parens
+/^q\{2\}$/ brace
+/^(foo|foobar)$/ longest $1
+/^(a*)(a*)$/ greedy [$1][$2]
+/^[0-9]{1,3}(\.[0-9]{1,3}){3}$/ ipv4
+/^$/ empty
+"""
+
+SYNTAX_KEYS = r"""abcd
+ababab
+aa
+aaa
+aaaa
+aab
+aabbb
+John.Doe@example
+ABC
+abc
+x@y.example
+end.
+[1.2.3.4]
+abcdefghi
+a+b
+x|y
+a\b
+xx
+xy
+a]\
+]
+-a-
+a.b
+axb
+(paren)
+q{2}
+qq
+foobar
+aaaa
+192.168.1.1
+1.2.3
+"""
+
 CIDR = """192.168.1.1      OK
 192.168.0.0/16   REJECT
 2001:db8::1      OK6
@@ -126,7 +186,8 @@ def _write(path, text):
 @pytest.fixture
 def workdir(tmp_path, postfix_dir):
     """A directory with the sample tables; Postfix runs with postfix_dir's configuration."""
-    for name, text in (("re", REGEXP), ("nets", CIDR), ("source", SOURCE), ("aliases", ALIASES)):
+    for name, text in (("re", REGEXP), ("syntax", REGEXP_SYNTAX), ("nets", CIDR), ("source", SOURCE),
+                       ("aliases", ALIASES)):
         _write(tmp_path / name, text)
     return _Workdir(tmp_path, postfix_dir)
 
@@ -140,15 +201,15 @@ class _Workdir(type(__import__("pathlib").Path())):
         return self
 
 
-def _postfix(workdir, program, spec):
-    result = subprocess.run([program, "-c", str(workdir.postfix), "-q", "-", spec], input=KEYS,
+def _postfix(workdir, program, spec, keys=KEYS):
+    result = subprocess.run([program, "-c", str(workdir.postfix), "-q", "-", spec], input=keys,
                             capture_output=True, text=True, timeout=20)
     assert result.returncode in (0, 1), result.stderr
     return result.stdout
 
 
-def _ours(workdir, spec, monkeypatch):
-    monkeypatch.setattr(sys, "stdin", io.StringIO(KEYS))
+def _ours(workdir, spec, monkeypatch, keys=KEYS):
+    monkeypatch.setattr(sys, "stdin", io.StringIO(keys))
     status, out, err = run_cli("-c", workdir, "postmap", "-q", "-", spec)
     assert status in (0, 1), err
     return out
@@ -167,6 +228,14 @@ def test_same_answers_as_postfix(workdir, spec, monkeypatch):
     expected = _postfix(workdir, POSTMAP, spec)
     assert expected  # the sample keys must find something
     assert _ours(workdir, spec, monkeypatch) == expected
+
+
+def test_posix_syntax_same_answers_as_postfix(workdir, monkeypatch):
+    """POSIX regular expression details translate to Python with Postfix's answers."""
+    spec = "regexp:%s" % (workdir / "syntax")
+    expected = _postfix(workdir, POSTMAP, spec, SYNTAX_KEYS)
+    assert expected.count("\n") >= 25
+    assert _ours(workdir, spec, monkeypatch, SYNTAX_KEYS) == expected
 
 
 def test_hash_same_answers_as_postfix(workdir, monkeypatch):
