@@ -7,7 +7,6 @@ structure.  ``-`` as ID reads queue ids from standard input.  The options
 may be repeated.
 """
 
-import sys
 
 from mailstack.admin import queue as tools
 

@@ -5,7 +5,6 @@ import os
 import pytest_twisted
 
 from tests.agents.conftest import fake_account
-from tests.queue.harness import wait_until
 
 
 async def _run(h, sender, recipients, body=b"Subject: hi\n\nhello\n"):

@@ -64,4 +64,3 @@ def test_sigkill_loses_no_acknowledged_message(config_dir, tmp_path, run):
     duplicates = len(delivered) - len(set(delivered))
     # Only deliveries under way at the kill may repeat: at most one window of the destination.
     assert duplicates <= 20, "%d duplicates (killed after %d deliveries)" % (duplicates, len(before))
-    assert "recovered from active queue" in server.log() or len(before) in (0, COUNT)

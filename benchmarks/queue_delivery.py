@@ -1,0 +1,208 @@
+"""Local delivery throughput, SMTP accept -> file in a maildir: mailstack beside Postfix, same machine, same run.
+
+Both servers run on loopback from temporary directories:
+
+* mailstack: ``twistd -n mailstack`` on a config written by ``mailstack
+  init`` with two services, ``smtp`` and ``qmgr``; the recipient is a
+  passwd-file user of ``virtual_mailbox_domains`` (virtual delivery
+  through the store);
+* Postfix: the Debian Postfix through ``tests/interop/postfix.py``
+  (its own config, queue and log), delivering the recipient itself with
+  virtual(8) into a maildir.
+
+The same client sends ``--messages`` messages of about ``--size`` bytes
+over ``--clients`` parallel SMTP connections (smtplib, one transaction per
+message), then waits until every message is a file in the maildir.
+Reported, per server (median of ``--runs`` runs):
+
+* end-to-end rate: messages / (first MAIL FROM -> last file in the maildir);
+* SMTP accept rate: messages / time to get every 250 after DATA;
+* latency: the servers' own ``delay=`` (queue arrival -> delivered) from
+  their maillog, median and 95th percentile.
+
+Usage::
+
+    .venv/bin/python benchmarks/queue_delivery.py [--messages N] [--clients N] [--size BYTES] [--runs N]
+
+Needs root (Postfix must start) and the Debian postfix package.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import smtplib
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tests.interop.postfix import PostfixInstance  # noqa: E402
+
+BIN = os.path.dirname(sys.executable)
+RECIPIENT = "joe@example.test"
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _count(folder):
+    try:
+        return len(os.listdir(folder))
+    except FileNotFoundError:
+        return 0
+
+
+def _send(port, count, clients, size):
+    """Send ``count`` messages over ``clients`` connections; return (seconds to accept all, errors)."""
+    body = b"Subject: benchmark\r\n\r\n" + (b"x" * 72 + b"\r\n") * max(1, size // 74)
+    errors = []
+
+    def worker(n):
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
+                client.ehlo("bench.example.org")
+                for _ in range(n):
+                    client.sendmail("sender@example.org", [RECIPIENT], body)
+        except Exception as err:  # reported, and the run is invalid
+            errors.append(err)
+
+    shares = [count // clients + (1 if i < count % clients else 0) for i in range(clients)]
+    threads = [threading.Thread(target=worker, args=(n,)) for n in shares]
+    start = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.monotonic() - start, errors
+
+
+def _measure(port, folder, log_reader, count, clients, size):
+    before = _count(folder)
+    start = time.monotonic()
+    accept, errors = _send(port, count, clients, size)
+    if errors:
+        raise RuntimeError("SMTP errors: %r" % errors[:3])
+    deadline = time.monotonic() + 300
+    while _count(folder) < before + count:
+        if time.monotonic() > deadline:
+            raise RuntimeError("only %d of %d delivered" % (_count(folder) - before, count))
+        time.sleep(0.01)
+    total = time.monotonic() - start
+    delays = [float(d) for d in re.findall(r"to=<%s>.*? delay=([\d.]+),.*status=sent" % re.escape(RECIPIENT),
+                                           log_reader())]
+    return {"rate": count / total, "accept": count / accept, "delays": delays[-count:]}
+
+
+class Mailstack:
+    """A mailstack server with smtp and qmgr services in a temporary directory."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.config = os.path.join(directory, "etc")
+        self.port = _free_port()
+        self.log_path = os.path.join(directory, "maillog")
+        self.proc = None
+
+    def start(self):
+        mailstack = os.path.join(BIN, "mailstack")
+        subprocess.run([mailstack, "--config", self.config, "init", "--ports", "dev", "--domain", "example.test",
+                        "--hostname", "mail.example.test"], check=True, stdout=subprocess.DEVNULL, env=_env())
+        with open(os.path.join(self.config, "passwd"), "a") as handle:
+            handle.write("%s:{PLAIN}secret::::::\n" % RECIPIENT)
+        subprocess.run([mailstack, "--config", self.config, "newaliases"], check=True, env=_env(),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run([mailstack, "--config", self.config, "postmap", os.path.join(self.config, "virtual")],
+                       check=True, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(os.path.join(self.config, "master.cf"), "w") as handle:
+            handle.write("smtp tcp:%d:interface=127.0.0.1\nqmgr -\n" % self.port)
+        with open(os.path.join(self.config, "main.cf"), "a") as handle:
+            handle.write("smtpd_tls_security_level = none\n")
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([os.path.join(BIN, "twistd"), "-n", "--pidfile=", "mailstack", "--config",
+                                      self.config], stdout=log, stderr=subprocess.STDOUT, env=_env())
+        log.close()
+        deadline = time.monotonic() + 30
+        while "daemon started" not in self.log():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("mailstack did not start:\n" + self.log()[-2000:])
+            time.sleep(0.05)
+
+    def folder(self):
+        return os.path.join(self.config, "mail", "example.test", "joe", "Maildir", "new")
+
+    def log(self):
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return ""
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+def _summary(name, results):
+    rate = statistics.median(r["rate"] for r in results)
+    accept = statistics.median(r["accept"] for r in results)
+    delays = sorted(d for r in results for d in r["delays"])
+    p50 = statistics.median(delays) if delays else float("nan")
+    p95 = delays[int(len(delays) * 0.95) - 1] if delays else float("nan")
+    print("%-10s %10.0f msg/s %10.0f msg/s %10.3f s %10.3f s" % (name, rate, accept, p50, p95))
+    return rate
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--size", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args(argv)
+    base = tempfile.mkdtemp(prefix="mailstack-bench-")
+    os.chmod(base, 0o755)
+    results = {"mailstack": [], "postfix": []}
+    ms = Mailstack(os.path.join(base, "mailstack"))
+    pf = PostfixInstance(directory=os.path.join(base, "postfix"), mailboxes=[RECIPIENT])
+    try:
+        ms.start()
+        pf.start()
+        _measure(ms.port, ms.folder(), ms.log, 50, args.clients, args.size)  # warm up
+        pf_folder = os.path.join(pf.mail_directory, "example.test", "joe", "new")
+        _measure(pf.port, pf_folder, pf.log, 50, args.clients, args.size)
+        for _ in range(args.runs):
+            results["mailstack"].append(_measure(ms.port, ms.folder(), ms.log, args.messages, args.clients,
+                                                 args.size))
+            results["postfix"].append(_measure(pf.port, pf_folder, pf.log, args.messages, args.clients, args.size))
+    finally:
+        ms.stop()
+        pf.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    print("%d messages of ~%d bytes, %d SMTP clients, median of %d runs" % (args.messages, args.size, args.clients,
+                                                                           args.runs))
+    print("%-10s %16s %16s %12s %12s" % ("server", "end-to-end", "SMTP accept", "delay p50", "delay p95"))
+    ours = _summary("mailstack", results["mailstack"])
+    theirs = _summary("postfix", results["postfix"])
+    print("mailstack / postfix end-to-end: %.2fx" % (ours / theirs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
