@@ -51,7 +51,7 @@ def postfix_with_mailstack_auth(tmp_path_factory):
     config_dir = tmp_path_factory.mktemp("mailstack") / "etc"
     status, _, err = run_cli("--config", config_dir, "init", "--ports", "dev", "--domain", "example.test")
     assert status == 0, err
-    twistd_port = free_port()
+    twistd_port, inet_port, auth_port = free_port(), free_port(), free_port()
     postfix = PostfixInstance(main_cf={
         "smtpd_sasl_auth_enable": "yes",
         "smtpd_sasl_type": "dovecot",
@@ -60,9 +60,14 @@ def postfix_with_mailstack_auth(tmp_path_factory):
         "smtpd_tls_security_level": "may",
         "smtpd_tls_cert_file": config_dir / "tls" / "server.pem",
         "smtpd_tls_key_file": config_dir / "tls" / "server.key",
-    }, master_cf="127.0.0.1:%d inet n - n - - smtpd -o smtpd_sasl_path=private/auth-twistd" % twistd_port)
-    # A second smtpd, for the test that runs mailstack under twistd (see test_twistd_auth_service...).
+    }, master_cf=(
+        # A second smtpd for the test that runs mailstack under twistd, a third one that reaches
+        # mailstack's auth service over TCP.
+        "127.0.0.1:%d inet n - n - - smtpd -o smtpd_sasl_path=private/auth-twistd\n"
+        "127.0.0.1:%d inet n - n - - smtpd -o smtpd_sasl_path=inet:127.0.0.1:%d\n"
+        % (twistd_port, inet_port, auth_port)))
     postfix.twistd_port = twistd_port
+    postfix.inet_port = inet_port
     postfix.mailstack_config = config_dir
     try:
         postfix.check()
@@ -72,7 +77,9 @@ def postfix_with_mailstack_auth(tmp_path_factory):
             assert status == 0, err
         with open(config_dir / "main.cf", "a") as handle:
             handle.write("auth_mechanisms = plain login cram-md5\nauth_failure_delay = 0.2s\n")
-        (config_dir / "master.cf").write_text("auth unix:%s:mode=0666 auth\n" % postfix.private_path("auth"))
+        (config_dir / "master.cf").write_text("auth unix:%s:mode=0666 auth\n"
+                                              "auth-inet tcp:%d:interface=127.0.0.1 auth\n"
+                                              % (postfix.private_path("auth"), auth_port))
         root = app.make_service(str(config_dir), reactor=reactor)
         root.privilegedStartService()
         root.startService()
@@ -125,6 +132,15 @@ async def test_postfix_cram_md5_runs_a_challenge_through_mailstack(postfix_with_
     status, out = await threads.deferToThread(_swaks, postfix.port, "--auth", "CRAM-MD5",
                                               "--auth-user", USER, "--auth-password", PASSWORD)
     assert status != 0 and "535 5.7.8 Error: authentication failed" in out
+
+
+@pytest_twisted.ensureDeferred
+async def test_postfix_reaches_the_auth_service_over_tcp(postfix_with_mailstack_auth):
+    """smtpd_sasl_path = inet:127.0.0.1:PORT works against a `tcp:` auth service line."""
+    postfix = postfix_with_mailstack_auth
+    status, out = await threads.deferToThread(_swaks, postfix.inet_port, "--auth", "PLAIN",
+                                              "--auth-user", USER, "--auth-password", PASSWORD)
+    assert status == 0 and "235 2.7.0 Authentication successful" in out, out
 
 
 def _starttls_login(port, user, password):
