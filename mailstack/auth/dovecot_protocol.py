@@ -37,9 +37,10 @@ mechanism's final server data on success (SCRAM's ``v=...``) goes into
 it is sent as one more ``CONT`` and ``OK`` follows the client's (empty)
 answer, as Dovecot does for Postfix.
 
-Replies were checked against Dovecot 2.3's own auth process: the
-mechanism flags, ``FAIL <id> reason=Authentication request timed out`` for
-a ``CONT`` to an unknown id, ``code=invalid_base64`` for bad base64.  A
+Replies follow Dovecot 2.3's own auth process (``tests/auth/test_dovecot_compat.py``
+runs the same conversations against both): the mechanism flags, ``FAIL <id>
+reason=Authentication request timed out`` for a ``CONT`` to an unknown id,
+``code=invalid_base64`` for bad base64, SCRAM's final data.  A
 client that breaks the protocol (wrong major version, a command before the
 handshake, an unknown command, a duplicate or non-numeric id, an
 unadvertised mechanism, an overlong line) is logged and disconnected, like
