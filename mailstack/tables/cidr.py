@@ -26,9 +26,12 @@ from mailstack.tables.base import FileTable, TableConfigError, logical_lines
 def parse_address(text):
     """Return an ``ipaddress`` address for a lookup key, or None when it is not one.
 
-    As in Postfix, a key in ``[]`` is not an address (only patterns may use them).
+    As in Postfix, a key in ``[]`` or with an IPv6 zone (``%eth0``) is not
+    an address (only patterns may use ``[]``).
     """
-    text = text.strip().split("%", 1)[0]
+    text = text.strip()
+    if "%" in text:  # Python's ipaddress accepts scoped IPv6 addresses; Postfix does not.
+        return None
     try:
         return ipaddress.ip_address(text)
     except ValueError:
@@ -46,6 +49,8 @@ def parse_network(text, where):
         pattern = pattern.replace("[", "", 1).replace("]", "", 1)
     address, slash, prefix = pattern.partition("/")
     try:
+        if "%" in address:
+            raise ValueError("scoped address")
         addr = ipaddress.ip_address(address)
     except ValueError:
         raise TableConfigError('%s: bad net/mask pattern: "%s"' % (where, text)) from None

@@ -67,10 +67,11 @@ def test_keys_that_are_not_addresses(tmp_path):
     ("10.0.0.0/33 x", "bad net/mask pattern"),
     ("010.0.0.0/8 x", "bad net/mask pattern"),
     ("example.com x", "bad net/mask pattern"),
+    ("fe80::%eth0/10 x", "bad net/mask pattern"),
     ("10.0.0.0/8", "no result"),
     ("endif", "endif without matching if"),
     ("if 10.0.0.0/8", "if has no matching endif"),
-], ids=["host-bits", "prefix", "octal", "name", "no-result", "endif", "no-endif"])
+], ids=["host-bits", "prefix", "octal", "name", "scoped", "no-result", "endif", "no-endif"])
 def test_errors_name_file_and_line(tmp_path, line, reason):
     """Bad patterns stop the table with file:line: reason."""
     with pytest.raises(TableConfigError) as info:

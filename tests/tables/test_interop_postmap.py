@@ -104,6 +104,10 @@ if 10.0.0.0/8
 !10.1.0.0/16     ten-not-one
 endif
 [172.16.0.0]/12  bracket
+::ffff:0:0/96    mapped
+::1              loop6
+fe80::/10        linklocal
+0.0.0.0/0        any4
 """
 
 SOURCE = """User@Example.COM   Value  With   Spaces
@@ -156,6 +160,12 @@ EXAMPLE.COM
 1.2.3
 hello
 [192.168.1.1]
+::ffff:1.2.3.4
+0:0:0:0:0:0:0:1
+fe80::1%eth0
+fe80::1
+01.2.3.4
+::
 postmaster
 staff
 x
