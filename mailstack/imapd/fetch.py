@@ -140,6 +140,18 @@ async def fetch(session, tag, cursor, uid):
     targets = [(seq, msg) for seq, msg in targets if not selected.is_gone(msg.uid)]
     if b"INTERNALDATE" in items:
         await selected.load_dates([msg for _, msg in targets])
+    if set(items) <= {b"UID", b"FLAGS"} and not sets_seen:
+        # The common sync query (UID FETCH 1:* (FLAGS)): straight from the in-memory view.
+        with_uid, with_flags = b"UID" in items, b"FLAGS" in items
+        for start in range(0, len(targets), BATCH):
+            lines = []
+            for seq, msg in targets[start:start + BATCH]:
+                parts = [b"UID %d" % msg.uid] if with_uid else []
+                if with_flags:
+                    parts.append(b"FLAGS " + format_flags(msg.flags))
+                lines.append(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts)))
+            session.send_raw(b"".join(lines))
+        return b"Fetch completed."
     batch_size = CONTENT_BATCH if need_content else BATCH
     for start in range(0, len(targets), batch_size):
         batch = targets[start:start + batch_size]
@@ -156,7 +168,7 @@ async def fetch(session, tag, cursor, uid):
 
 
 def _response(seq, msg, items, content, seen_changed, selected):
-    entity = mime.Entity(content) if content is not None else None
+    entity = _LazyEntity(content)
     out = []
     flags_sent = False
     for item in items:
@@ -189,12 +201,29 @@ def _response(seq, msg, items, content, seen_changed, selected):
     return b"* %d FETCH (" % seq + b" ".join(out) + b")\r\n"
 
 
+class _LazyEntity:
+    """Parses the message only when an attribute needs its structure (not for BODY[] or RFC822)."""
+
+    __slots__ = ("content", "_entity")
+
+    def __init__(self, content):
+        self.content = content
+        self._entity = None
+
+    def __getattr__(self, name):
+        if self._entity is None:
+            self._entity = mime.Entity(self.content)
+        return getattr(self._entity, name)
+
+
 def _literal(data):
     return b"{%d}\r\n" % len(data) + data
 
 
 def section_data(section, entity):
     """Return the octets a :class:`Section` names in ``entity``, or b"" when the part does not exist."""
+    if not section.part and not section.text and isinstance(entity, _LazyEntity):
+        return entity.content
     try:
         target = entity.part(section.part) if section.part else entity
     except LookupError:
@@ -227,9 +256,19 @@ def _section_response(section, entity):
     return name + b" " + _literal(data)
 
 
+_FLAG_CACHE = {}
+
+
 def format_flags(flags):
-    """Return ``(\\Seen $Label1)`` for a set of flag names."""
-    return b"(" + " ".join(sorted(flags)).encode("utf-8") + b")"
+    """Return ``(\\Seen $Label1)`` for a set of flag names (memoised: mailboxes reuse a few sets)."""
+    try:
+        return _FLAG_CACHE[flags]
+    except (KeyError, TypeError):
+        pass
+    text = b"(" + " ".join(sorted(flags)).encode("utf-8") + b")"
+    if isinstance(flags, frozenset) and len(_FLAG_CACHE) < 4096:
+        _FLAG_CACHE[flags] = text
+    return text
 
 
 def format_internal_date(stamp):

@@ -1,0 +1,537 @@
+"""IMAP performance, mailstack beside Dovecot on the same machine, in the same run (issue 5).
+
+Builds maildirs in a temporary directory through the store's
+``maildir.deliver`` (so file names carry ``,S=``/``,W=`` as in production):
+``small`` (10,000 messages) and ``large`` (100,000 messages) of about 1-3 KB,
+and ``idle`` (10 messages).  Then, for each server in turn, on loopback:
+
+* mailstack: ``twistd -n mailstack`` on a config written by ``mailstack
+  init`` with one ``imap`` service;
+* Dovecot: the Debian ``dovecot`` daemon on a temporary dovecot.conf with a
+  passwd-file (imap only, no TLS), reading the same maildirs as ``nobody``
+  (the store's layout and ``dovecot-uidlist`` are Dovecot's own).
+
+and measures with one plain-socket client for both (each figure the median
+of ``--runs`` warm runs, after one untimed session):
+
+* LOGIN+SELECT INBOX (connect to tagged OK of SELECT);
+* ``UID FETCH 1:* (FLAGS)``;
+* ``FETCH 1:* (ENVELOPE BODYSTRUCTURE)``;
+* ``FETCH 1:* BODY.PEEK[]`` as MB/s;
+* ``SEARCH SUBJECT "message 4242"``;
+
+and, for ``--idle`` session counts (default 1,000 and 10,000; Dovecot only
+up to ``--dovecot-idle-max``), sessions logged in to the ``idle`` user, INBOX
+selected, in IDLE: the server's memory per session (growth of the server
+processes' proportional set size, PSS, divided by the number of sessions) and
+the latency from a delivery (a separate process writing through
+``maildir.deliver``, timestamped after its rename) to each session's
+``EXISTS`` (p50/p99 over sessions, median over ``--idle-rounds``
+deliveries).
+
+Results are printed and, with ``--report``, appended to docs/performance.md
+under an "IMAP" heading.  Usage::
+
+    .venv/bin/python benchmarks/imap_bench.py [--runs 3] [--small 10000] [--large 100000]
+        [--idle 1000,10000] [--dovecot-idle-max 1000] [--report]
+"""
+
+import argparse
+import asyncio
+import io
+import os
+import platform
+import pwd
+import random
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import redirect_stdout
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from mailstack.admin import cli  # noqa: E402
+from mailstack.store import maildir  # noqa: E402
+from mailstack.store.store import MailStore  # noqa: E402
+
+PASSWORD = "bench"
+USERS = ("small", "large", "idle")
+DOVECOT = "/usr/sbin/dovecot"
+WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet")
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def build_mailbox(root, count, seed):
+    """Deliver ``count`` messages (1-3 KB, every fifth multipart) into maildir ``root``; return the count."""
+    rng = random.Random(seed)
+    maildir.ensure(root)
+    for i in range(count):
+        words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(150, 450)))
+        head = ("From: Sender %d <sender%d@example.test>\nTo: user@example.test\nSubject: message %d\n"
+                "Date: Mon, 01 Mar 2021 09:%02d:00 +0000\nMessage-ID: <%d@bench.example.test>\n"
+                % (i % 50, i % 50, i, i % 60, i))
+        if i % 5 == 0:
+            body = ("MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"b%d\"\n\n--b%d\n"
+                    "Content-Type: text/plain; charset=utf-8\n\n%s\n--b%d\nContent-Type: application/pdf\n"
+                    "Content-Transfer-Encoding: base64\n\nJVBERi0xLjQK\n--b%d--\n" % (i, i, words, i, i))
+        else:
+            body = "\n" + words + "\n"
+        maildir.deliver(root, (head + body).encode(), hostname="bench.example.test", fsync=False)
+    folder = MailStore(hostname="bench", fsync=False).mailbox("bench", location="maildir:" + root).folder()
+    folder.sync()
+    return len(folder.messages())
+
+
+def chown_tree(top, user):
+    entry = pwd.getpwnam(user)
+    for directory, _dirs, files in os.walk(top):
+        os.chown(directory, entry.pw_uid, entry.pw_gid)
+        for name in files:
+            os.chown(os.path.join(directory, name), entry.pw_uid, entry.pw_gid)
+
+
+# -- one blocking client for single-session figures -------------------------------------
+
+class Client:
+    """A minimal blocking IMAP client that reads each response to its tagged end."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=600)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = bytearray()
+        self.counter = 0
+        while b"\r\n" not in self.buffer:
+            self._fill()
+        del self.buffer[:self.buffer.index(b"\r\n") + 2]
+
+    def _fill(self):
+        data = self.sock.recv(1 << 20)
+        if not data:
+            raise ConnectionError("server closed the connection")
+        self.buffer += data
+
+    def command(self, text):
+        """Send a command; return (bytes received, tagged line)."""
+        self.counter += 1
+        tag = b"b%d" % self.counter
+        self.sock.sendall(tag + b" " + text.encode() + b"\r\n")
+        marker = b"\r\n" + tag + b" "
+        start = 0
+        while True:
+            index = self.buffer.find(marker, start) if self.buffer[:len(tag) + 1] != tag + b" " else -1
+            if self.buffer[:len(tag) + 1] == tag + b" ":
+                index = -2
+            end = self.buffer.find(b"\r\n", index + 2 + len(marker) - 2) if index != -1 else -1
+            if index != -1 and end != -1:
+                line_start = 0 if index == -2 else index + 2
+                line = bytes(self.buffer[line_start:end])
+                size = line_start
+                del self.buffer[:end + 2]
+                if not line.split(b" ")[1] == b"OK":
+                    raise RuntimeError(line.decode(errors="replace"))
+                return size, line
+            start = max(0, len(self.buffer) - len(marker) - 64)
+            self._fill()
+
+    def close(self):
+        try:
+            self.command("LOGOUT")
+        except (OSError, RuntimeError, ConnectionError):
+            pass
+        self.sock.close()
+
+
+def timed(function, *args):
+    started = time.perf_counter()
+    result = function(*args)
+    return time.perf_counter() - started, result
+
+
+def login_select(port, user):
+    client = Client(port)
+    client.command("LOGIN %s %s" % (user, PASSWORD))
+    client.command("SELECT INBOX")
+    return client
+
+
+def series(port, user, runs, count):
+    """Return {figure: median} for one mailbox."""
+    figures = {}
+    login_select(port, user).close()  # warm-up (lets Dovecot build its index)
+    samples = {"select": [], "flags": [], "envelope": [], "bodies": [], "search": []}
+    for _ in range(runs):
+        elapsed, client = timed(login_select, port, user)
+        samples["select"].append(elapsed)
+        samples["flags"].append(timed(client.command, "UID FETCH 1:* (FLAGS)")[0])
+        samples["envelope"].append(timed(client.command, "FETCH 1:* (ENVELOPE BODYSTRUCTURE)")[0])
+        elapsed, (size, _line) = timed(client.command, "FETCH 1:* BODY.PEEK[]")
+        samples["bodies"].append(size / elapsed / 1e6)
+        samples["search"].append(timed(client.command, 'SEARCH SUBJECT "message %d"' % (count // 2))[0])
+        client.close()
+    for name, values in samples.items():
+        figures[name] = statistics.median(values)
+    return figures
+
+
+# -- many sessions in IDLE ------------------------------------------------------------
+
+async def _idle_session(port, ready, lines, semaphore):
+    async with semaphore:
+        for attempt in range(5):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 16)
+            try:
+                # A connection dropped from a full accept queue never gets a greeting: retry it.
+                await asyncio.wait_for(reader.readline(), 10)
+                break
+            except asyncio.TimeoutError:
+                writer.close()
+        else:
+            raise ConnectionError("no greeting after 5 attempts")
+        writer.write(b"a LOGIN idle %s\r\nb SELECT INBOX\r\nc IDLE\r\n" % PASSWORD.encode())
+        while True:
+            line = await reader.readline()
+            if not line:
+                raise ConnectionError("closed during setup")
+            if line.startswith(b"+"):
+                break
+    ready.append(writer)
+    while True:
+        line = await reader.readline()
+        if not line:
+            return
+        if line.endswith(b"EXISTS\r\n"):
+            lines.append(time.time())
+
+
+async def _idle_run(port, sessions, rounds, server_pids, deliver):
+    ready, arrivals, tasks = [], [], []
+    semaphore = asyncio.Semaphore(100)
+    before = pss_kib(server_pids())
+    for _ in range(sessions):
+        tasks.append(asyncio.ensure_future(_idle_session(port, ready, arrivals, semaphore)))
+    deadline = time.monotonic() + 600
+    while len(ready) < sessions:
+        failed = [t for t in tasks if t.done() and t.exception() is not None]
+        if failed:
+            raise failed[0].exception()
+        if time.monotonic() > deadline:
+            raise RuntimeError("only %d of %d sessions reached IDLE" % (len(ready), sessions))
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(2)
+    after = pss_kib(server_pids())
+    per_session = (after - before) / sessions
+    p50s, p99s = [], []
+    for _ in range(rounds):
+        arrivals.clear()
+        stamp = await asyncio.get_running_loop().run_in_executor(None, deliver)
+        limit = time.monotonic() + 60
+        while len(arrivals) < sessions and time.monotonic() < limit:
+            await asyncio.sleep(0.01)
+        latencies = sorted(max(0.0, t - stamp) for t in arrivals)
+        if len(latencies) < sessions:
+            latencies += [float("inf")] * (sessions - len(latencies))
+        p50s.append(latencies[len(latencies) // 2])
+        p99s.append(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))])
+        await asyncio.sleep(0.5)
+    for writer in ready:
+        writer.close()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return per_session, statistics.median(p50s), statistics.median(p99s)
+
+
+def pss_kib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/smaps_rollup" % pid) as handle:
+                for line in handle:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total
+
+
+def children(pid):
+    result = [pid]
+    try:
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    except OSError:
+        return result
+    for line in out.split():
+        result.extend(children(int(line)))
+    return result
+
+
+def deliver_as(maildir_path, owner):
+    """Deliver one message from a child process; return the time just after its rename.
+
+    The file is then given to ``owner`` (Dovecot runs as ``nobody``); the
+    timestamp is taken before that, so the chown counts against the server.
+    """
+    entry = pwd.getpwnam(owner) if owner else None
+    ids = (entry.pw_uid, entry.pw_gid) if entry else None
+    code = ("import os,sys,time; sys.path.insert(0, %r); from mailstack.store import maildir; "
+            "d = maildir.deliver(%r, b'Subject: push\\n\\nhello\\n', hostname='bench', fsync=False); "
+            "stamp = time.time(); ids = %r; "
+            "ids and os.chown(os.path.join(%r, 'new', d.name), *ids); print(repr(stamp))"
+            % (ROOT, maildir_path, ids, maildir_path))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return float(out.strip())
+
+
+# -- servers ----------------------------------------------------------------------------
+
+def wait_port(port, proc, what, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("%s exited with status %s" % (what, proc.returncode))
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("%s did not listen on port %d" % (what, port))
+
+
+def start_mailstack(base, port):
+    config = os.path.join(base, "etc")
+    with redirect_stdout(io.StringIO()):
+        status = cli.main(["--config", config, "init", "--ports", "dev", "--domain", "example.test",
+                           "--hostname", "localhost"])
+    if status:
+        raise RuntimeError("mailstack init failed")
+    with open(os.path.join(config, "main.cf"), "a") as handle:
+        handle.write("mail_location = maildir:%s/%%n/Maildir\nmail_fsync = never\n" % base)
+    with open(os.path.join(config, "master.cf"), "w") as handle:
+        # A deep accept queue: thousands of clients connect at once.
+        handle.write("imap tcp:%d:interface=127.0.0.1:backlog=4096\n" % port)
+    with open(os.path.join(config, "passwd"), "w") as handle:
+        for user in USERS:
+            handle.write("%s:{PLAIN}%s::::::\n" % (user, PASSWORD))
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+    log = open(os.path.join(base, "mailstack.log"), "w")
+    proc = subprocess.Popen([twistd, "-n", "--pidfile=", "mailstack", "--config", config],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    wait_port(port, proc, "mailstack")
+    return proc
+
+
+def start_dovecot(base, port, max_sessions):
+    conf = os.path.join(base, "dovecot.conf")
+    with open(os.path.join(base, "dovecot.passwd"), "w") as handle:
+        for user in USERS:
+            handle.write("%s:{PLAIN}%s::::::\n" % (user, PASSWORD))
+    limit = max_sessions + 100
+    with open(conf, "w") as handle:
+        handle.write("""\
+base_dir = {base}/run
+state_dir = {base}/state
+log_path = {base}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain
+default_login_user = dovenull
+default_internal_user = dovecot
+mail_location = maildir:{base}/%n/Maildir
+first_valid_uid = 1
+mail_max_userip_connections = {limit}
+default_process_limit = {limit}
+default_client_limit = {limit}
+default_vsz_limit = 0
+passdb {{
+  driver = passwd-file
+  args = {base}/dovecot.passwd
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home={base}/%n
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+  service_count = 0
+  process_min_avail = 2
+}}
+service imap {{
+  process_limit = {limit}
+}}
+service anvil {{
+  chroot =
+}}
+""".format(base=base, port=port, limit=limit))
+    proc = subprocess.Popen([DOVECOT, "-F", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    wait_port(port, proc, "dovecot")
+    return proc
+
+
+def stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def run_server(name, port, proc, args, counts, idle_sizes, deliver_owner, base):
+    results = {}
+    for user in ("small", "large"):
+        if counts[user]:
+            results[user] = series(port, user, args.runs, counts[user])
+            print("%-9s %-6s %s" % (name, user, fmt(results[user])), flush=True)
+    inbox = os.path.join(base, "idle", "Maildir")
+    for sessions in idle_sizes:
+        try:
+            figures = asyncio.run(_idle_run(port, sessions, args.idle_rounds, lambda: children(proc.pid),
+                                            lambda: deliver_as(inbox, deliver_owner)))
+        except Exception as err:  # report what failed (limits, memory) and go on
+            print("%-9s IDLE %d sessions failed: %s" % (name, sessions, err), flush=True)
+            results["idle%d" % sessions] = None
+            continue
+        results["idle%d" % sessions] = figures
+        print("%-9s IDLE %6d sessions: %.1f KiB/session, push p50 %.3f s, p99 %.3f s"
+              % ((name, sessions) + figures), flush=True)
+    return results
+
+
+def fmt(figures):
+    return ("LOGIN+SELECT %.3f s, UID FETCH FLAGS %.3f s, ENVELOPE+BODYSTRUCTURE %.3f s, "
+            "bodies %.1f MB/s, SEARCH SUBJECT %.3f s" % (figures["select"], figures["flags"],
+                                                         figures["envelope"], figures["bodies"], figures["search"]))
+
+
+def report(results, counts, args):
+    lines = ["", "## IMAP", "",
+             "`benchmarks/imap_bench.py`, %s, on %s (%s, %d CPUs, Python %s); median of %d warm runs; "
+             "messages of 1-3 KB, every fifth multipart; Dovecot %s with its default settings "
+             "(a process per session, no hibernation)." % (
+                 time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), platform.node(), platform.processor()
+                 or platform.machine(), os.cpu_count(), platform.python_version(), args.runs,
+                 dovecot_version()),
+             "",
+             "| INBOX | figure | mailstack | Dovecot |", "|---|---|---|---|"]
+    labels = (("select", "LOGIN+SELECT (s)"), ("flags", "UID FETCH 1:* (FLAGS) (s)"),
+              ("envelope", "FETCH 1:* (ENVELOPE BODYSTRUCTURE) (s)"), ("bodies", "all bodies (MB/s)"),
+              ("search", "SEARCH SUBJECT (s)"))
+    for user in ("small", "large"):
+        if not counts[user]:
+            continue
+        for key, label in labels:
+            row = ["%d" % counts[user], label]
+            for name in ("mailstack", "dovecot"):
+                value = results.get(name, {}).get(user)
+                row.append("%.3f" % value[key] if value else "n/a")
+            lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "| sessions in IDLE | figure | mailstack | Dovecot |", "|---|---|---|---|"]
+    for sessions in args.idle:
+        for index, label in ((0, "memory per session (KiB, PSS)"), (1, "delivery to EXISTS p50 (s)"),
+                             (2, "delivery to EXISTS p99 (s)")):
+            row = ["%d" % sessions, label]
+            for name in ("mailstack", "dovecot"):
+                value = results.get(name, {}).get("idle%d" % sessions)
+                row.append(("%.1f" % value[index] if index == 0 else "%.3f" % value[index]) if value else
+                           "not run")
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def dovecot_version():
+    try:
+        return subprocess.run([DOVECOT, "--version"], capture_output=True, text=True).stdout.split()[0]
+    except (OSError, IndexError):
+        return "?"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--small", type=int, default=10000)
+    parser.add_argument("--large", type=int, default=100000)
+    parser.add_argument("--idle", default="1000,10000")
+    parser.add_argument("--idle-rounds", type=int, default=3)
+    parser.add_argument("--dovecot-idle-max", type=int, default=1000)
+    parser.add_argument("--report", action="store_true", help="append the results to docs/performance.md")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+    args.idle = [int(n) for n in args.idle.split(",") if n]
+    wanted = max(args.idle + [1000]) * 2 + 1000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        # Client and server are separate processes: each needs one descriptor per session.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard) if hard != resource.RLIM_INFINITY
+                                                    else wanted, hard))
+    base = tempfile.mkdtemp(prefix="imap-bench-", dir="/tmp")
+    os.chmod(base, 0o755)
+    counts = {"small": args.small, "large": args.large}
+    procs = []
+    results = {}
+    try:
+        started = time.perf_counter()
+        for seed, user in enumerate(USERS):
+            count = counts.get(user, 10)
+            if count:
+                build_mailbox(os.path.join(base, user, "Maildir"), count, seed)
+        print("built mailboxes in %.0f s" % (time.perf_counter() - started), flush=True)
+
+        port = free_port()
+        proc = start_mailstack(base, port)
+        procs.append(proc)
+        results["mailstack"] = run_server("mailstack", port, proc, args, counts, args.idle, None, base)
+        stop(proc)
+        procs.remove(proc)
+
+        if os.access(DOVECOT, os.X_OK):
+            if os.geteuid() == 0:
+                for user in USERS:
+                    chown_tree(os.path.join(base, user), "nobody")
+            port = free_port()
+            proc = start_dovecot(base, port, max(args.idle + [10]))
+            procs.append(proc)
+            owner = "nobody" if os.geteuid() == 0 else None
+            results["dovecot"] = run_server("dovecot", port, proc, args, counts,
+                                            [n for n in args.idle if n <= args.dovecot_idle_max], owner, base)
+        text = report(results, counts, args)
+        print(text)
+        if args.report:
+            path = os.path.join(ROOT, "docs", "performance.md")
+            if not os.path.exists(path):
+                with open(path, "w") as handle:
+                    handle.write("# Performance\n")
+            with open(path, "a") as handle:
+                handle.write(text)
+        return results
+    finally:
+        for proc in procs:
+            stop(proc)
+        if args.keep:
+            print("kept", base)
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
