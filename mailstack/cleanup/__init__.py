@@ -3,7 +3,7 @@
 
 SYNOPSIS
     ``cleanup = Cleanup(config, queue, tables, reactor, auth=None)``;
-    ``writer = cleanup.open(envelope, tls_summary)``; ``writer.write(bytes)``
+    ``writer = await cleanup.open(envelope, tls_summary)``; ``writer.write(bytes)``
     as content streams; ``queue_id = await writer.finish(envelope)``, or
     ``writer.abort()``.
 
@@ -64,13 +64,18 @@ class Cleanup:
         self.rewriter = AddressRewriter(config, tables)
         self._local_addresses = None
 
-    def open(self, envelope, tls_summary=""):
+    async def open(self, envelope, tls_summary=""):
         """Start a message; return its :class:`CleanupWriter`.
+
+        The queue file is created in the queue's thread pool: creating a
+        file in a directory that other threads are fsyncing can block for
+        milliseconds, which the reactor must not.
 
         Raises:
             QueueError: the queue file cannot be created.
         """
-        return CleanupWriter(self, envelope, tls_summary)
+        queue_file = await self.queue.in_thread(self.queue.new_message)
+        return CleanupWriter(self, envelope, tls_summary, queue_file)
 
     def now(self):
         return self.reactor.seconds() if hasattr(self.reactor, "seconds") else time.time()
@@ -119,10 +124,10 @@ class CleanupWriter:
         size: content bytes received from the client so far.
     """
 
-    def __init__(self, cleanup, envelope, tls_summary=""):
+    def __init__(self, cleanup, envelope, tls_summary, queue_file):
         self._cleanup = cleanup
         self._config = cleanup.config
-        self._file = cleanup.queue.new_message()
+        self._file = queue_file
         self.queue_id = self._file.queue_id
         self._envelope = envelope
         self._arrival = cleanup.now()

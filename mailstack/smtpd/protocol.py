@@ -200,7 +200,8 @@ class SMTPServerProtocol(Protocol):
 
     def _process(self):
         """Handle every complete unit of input, then send the replies in one write."""
-        while not self._busy and not self._closing and not self._lost and self._in:
+        while not self._busy and not self._closing and not self._lost and (
+                self._in or (self._mode == "bdat" and not self._bdat_left)):
             if self._mode == "data":
                 rest = self._reader.feed(self._in)
                 self._in = b""
@@ -660,15 +661,15 @@ class SMTPServerProtocol(Protocol):
         verdict = await self._stage_checks("DATA")
         if verdict:
             return verdict.reply
-        self._open_writer()
+        await self._open_writer()
         self._reader = DotReader(self._content)
         self._mode = "data"
         return (354, None, "End data with <CR><LF>.<CR><LF>")
 
-    def _open_writer(self):
+    async def _open_writer(self):
         envelope = self._envelope()
         try:
-            self._writer = self.server.cleanup.open(envelope, self._tls_summary())
+            self._writer = await self.server.cleanup.open(envelope, self._tls_summary())
         except QueueError as err:
             log.warn("{client}: queue file write error: {err}", client=self.peer, err=err, service=self.service)
             _fail(451, "4.3.0", "Error: queue file write error")
@@ -763,18 +764,22 @@ class SMTPServerProtocol(Protocol):
             return (501, "5.5.4", "Syntax: BDAT count [LAST]")
         size, last = int(words[0]), len(words) == 2
         self._bdat_left, self._bdat_last = size, last
-        problem = self._transaction_ready() if not self._bdat_started else None
-        if problem is None and self._bdat_failed is None and not self._bdat_started:
-            try:
-                self._open_writer()
-            except _Reply as reply:
-                problem = (reply.rej.code, reply.rej.dsn, reply.rej.text)
-        if problem is not None:
+        if not self._bdat_started:
+            self._bdat_started = True
+            problem = self._transaction_ready()
+            if problem is None:
+                return self._bdat_open()
             self._bdat_failed = problem
-        self._bdat_started = True
         self._mode = "bdat"
-        if size == 0:
-            self._bdat_bytes()
+        return None
+
+    async def _bdat_open(self):
+        try:
+            await self._open_writer()
+        except _Reply as reply:
+            self._bdat_failed = (reply.rej.code, reply.rej.dsn, reply.rej.text)
+        # The chunk's bytes are read by _process once this command is done.
+        self._mode = "bdat"
         return None
 
     def _bdat_bytes(self):

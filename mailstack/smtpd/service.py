@@ -34,6 +34,9 @@ from mailstack.smtpd.protocol import SMTPServerProtocol, resolve_peer_name
 
 log = Logger(namespace="mailstack.smtpd")
 
+# The smallest reactor thread pool an SMTP service runs with (see make_service).
+MIN_THREADS = 32
+
 RESTRICTION_LISTS = {
     "CONNECT": "smtpd_client_restrictions",
     "HELO": "smtpd_helo_restrictions",
@@ -213,5 +216,9 @@ def make_service(ctx, entry, config):
     tls_options = None
     if config["smtpd_tls_security_level"] in ("may", "encrypt") or entry.endpoint.startswith("ssl:"):
         tls_options = app.tls_options(config, "smtpd")
+    # Every session waiting for its fsync holds a pool thread: let twenty
+    # or more sessions fsync in parallel (the disk is much faster that way).
+    if ctx.reactor.getThreadPool().max < MIN_THREADS:
+        ctx.reactor.suggestThreadPoolSize(MIN_THREADS)
     server = build_server(ctx, config, entry.name, tls_options)
     return app.listener_service(ctx, entry, config, SMTPServerFactory(server))
