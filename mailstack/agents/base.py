@@ -40,7 +40,8 @@ class DeliveryRequest:
         transport: the transport name it resolved to.
         nexthop: the transport's argument (host, domain or error text).
         recipients: list of :class:`DeliveryRecipient`.
-        read_content: ``() -> bytes``: the message content, LF line ends.
+        read_content: ``async () -> bytes``: the message content, LF line ends
+            (read in a thread, once per message).
         size: content size in bytes.
     """
 

@@ -159,7 +159,7 @@ class LocalAgent:
         self.double_bounce = config["double_bounce_sender"].partition("@")[0].lower()
 
     async def deliver(self, request):
-        content = request.read_content()
+        content = await request.read_content()
         statuses = []
         for rcpt in request.recipients:
             try:

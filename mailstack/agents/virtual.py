@@ -48,7 +48,7 @@ class VirtualAgent:
         self.delimiter = config["recipient_delimiter"]
 
     async def deliver(self, request):
-        content = request.read_content()
+        content = await request.read_content()
         statuses = []
         for rcpt in request.recipients:
             try:

@@ -193,7 +193,10 @@ def mark_done(path, offsets):
     cheap enough for the reactor thread; the file is fsynced before it
     changes directory, and a lost mark only repeats a delivery.
     """
-    fd = os.open(path, os.O_WRONLY)
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except FileNotFoundError:
+        return  # deleted meanwhile (postsuper -d)
     try:
         for offset in offsets:
             os.pwrite(fd, b"D", offset)

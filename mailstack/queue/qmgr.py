@@ -68,7 +68,7 @@ from twisted.logger import Logger
 from mailstack.agents.base import DeliveryRecipient, DeliveryRequest, DeliveryStatus
 from mailstack.bounce.dsn import RecipientReport
 from mailstack.queue import qfile
-from mailstack.queue.store import QueueError
+from mailstack.queue.store import QueueError, fsync_directory
 
 log = Logger(namespace="mailstack.qmgr")
 
@@ -119,7 +119,8 @@ def write_defer_log(queue, queue_id, entries):
 class _Message:
     """An active message and what has happened to it during this pass."""
 
-    def __init__(self, queue_id, qf, activated, flushed):
+    def __init__(self, queue, queue_id, qf, activated, flushed):
+        self.queue = queue
         self.queue_id = queue_id
         self.qf = qf
         self.activated = activated
@@ -128,9 +129,10 @@ class _Message:
         self.statuses = []          # (QueuedRecipient, DeliveryStatus)
         self._content = None
 
-    def content(self):
+    async def content(self):
+        """The message content, read once in a thread and kept while the message is active."""
         if self._content is None:
-            self._content = self.qf.read_content()
+            self._content = await self.queue.in_thread(self.qf.read_content)
         return self._content
 
 
@@ -289,50 +291,81 @@ class QueueManager:
         return self.config["qmgr_message_active_limit"] - len(self.active)
 
     async def _fill_once(self):
-        for queue_id in self.queue.list("incoming"):
-            if self._room() <= 0 or not self._running:
-                return
-            await self._activate(queue_id, "incoming")
-        if not self._deferred_due:
+        # Directory scans, renames and reads run in the queue's threads: on
+        # a busy disk they wait behind the fsyncs of writers and deliveries.
+        if self._room() > 0 and self._running:
+            names = await self.queue.in_thread(self.queue.list, "incoming")
+            names = [n for n in names if n not in self.active][:self._room()]
+            if names:
+                claimed = await self.queue.in_thread(self._claim, names, "incoming")
+                await self._start_claimed(claimed, "incoming")
+        if not self._deferred_due or not self._running:
             return
-        now = self.clock.seconds()
+        room = self._room()
+        if room <= 0:
+            return  # stays due: the next free slot continues the run
         flush_all = self._flush_all
-        for queue_id in self.queue.list("deferred"):
-            if self._room() <= 0 or not self._running:
-                return  # stays due: the next free slot continues the run
-            flushed = flush_all or queue_id in self._flush_ids
+        claimed, more = await self.queue.in_thread(self._claim_due, self.clock.seconds(), flush_all,
+                                                   set(self._flush_ids), set(self.active), room)
+        await self._start_claimed(claimed, "deferred")
+        if not more:
+            self._deferred_due = False
+            if flush_all:
+                self._flush_all = False
+
+    def _claim(self, names, source):
+        """Move messages into active/ and read them.  Runs in a thread.
+
+        Returns:
+            list of ``(queue_id, QueueFile or None, error or None)``.
+        """
+        claimed = []
+        for queue_id in names:
+            if not self.queue.move(queue_id, source, "active"):
+                continue  # another queue manager (or postsuper) took it
             try:
-                due = os.stat(self.queue.path("deferred", queue_id)).st_mtime <= now
+                claimed.append((queue_id, qfile.read(self.queue.path("active", queue_id)), None))
+            except qfile.CorruptQueueFile as err:
+                self.queue.move(queue_id, "active", "corrupt")
+                claimed.append((queue_id, None, err))
+            except OSError:
+                continue
+        return claimed
+
+    def _claim_due(self, now, flush_all, flush_ids, active, room):
+        """Claim up to ``room`` deferred messages that are due or flushed.  Runs in a thread.
+
+        Returns:
+            ``(claimed, more)``: what :meth:`_claim` returns, and whether due messages were left over.
+        """
+        due = []
+        for queue_id in self.queue.list("deferred"):
+            if queue_id in active:
+                continue
+            try:
+                ready = os.stat(self.queue.path("deferred", queue_id)).st_mtime <= now
             except FileNotFoundError:
                 continue
-            if due or flushed:
-                await self._activate(queue_id, "deferred")
-        self._deferred_due = False
-        if flush_all:
-            self._flush_all = False
+            if ready or flush_all or queue_id in flush_ids:
+                if len(due) == room:
+                    return self._claim(due, "deferred"), True
+                due.append(queue_id)
+        return self._claim(due, "deferred"), False
 
-    async def _activate(self, queue_id, source):
-        if queue_id in self.active or not self.queue.move(queue_id, source, "active"):
-            return
-        flushed = self._flush_all or queue_id in self._flush_ids
-        self._flush_ids.discard(queue_id)
-        path = self.queue.path("active", queue_id)
-        try:
-            qf = qfile.read(path)
-        except qfile.CorruptQueueFile as err:
-            self.queue.move(queue_id, "active", "corrupt")
-            log.warn("{queue_id}: {error}: moved to the corrupt queue", queue_id=queue_id, error=err)
-            await self._problem("software", queue_id, "corrupt queue file moved to corrupt/: %s" % err)
-            return
-        except OSError:
-            return
-        now = self.clock.seconds()
-        msg = self.active[queue_id] = _Message(queue_id, qf, now, flushed)
-        try:
-            await self._schedule(msg, source)
-        except Exception:
-            log.failure("{queue_id}: scheduling failed", queue_id=queue_id)
-            await self._requeue_after_error(msg)
+    async def _start_claimed(self, claimed, source):
+        for queue_id, qf, error in claimed:
+            flushed = self._flush_all or queue_id in self._flush_ids
+            self._flush_ids.discard(queue_id)
+            if error is not None:
+                log.warn("{queue_id}: {error}: moved to the corrupt queue", queue_id=queue_id, error=error)
+                await self._problem("software", queue_id, "corrupt queue file moved to corrupt/: %s" % error)
+                continue
+            msg = self.active[queue_id] = _Message(self.queue, queue_id, qf, self.clock.seconds(), flushed)
+            try:
+                await self._schedule(msg, source)
+            except Exception:
+                log.failure("{queue_id}: scheduling failed", queue_id=queue_id)
+                await self._requeue_after_error(msg)
 
     async def _schedule(self, msg, source):
         qf, queue_id = msg.qf, msg.queue_id
@@ -480,7 +513,7 @@ class QueueManager:
         if bounced:
             try:
                 await self.bouncer.notify("failure", queue_id, qf.envelope, self._reports(bounced),
-                                          msg.content())
+                                          await msg.content())
             except QueueError as err:
                 log.warn("{queue_id}: cannot queue bounce: {error}", queue_id=queue_id, error=err)
                 deferred += [(q, DeliveryStatus(s.index, "deferred", s.dsn, "bounce failed: " + s.text, s.relay))
@@ -489,16 +522,17 @@ class QueueManager:
         wanted = [(q, s) for q, s in sent if "SUCCESS" in q.recipient.notify]
         if wanted:
             try:
-                await self.bouncer.notify("success", queue_id, qf.envelope, self._reports(wanted), msg.content())
+                await self.bouncer.notify("success", queue_id, qf.envelope, self._reports(wanted),
+                                          await msg.content())
             except QueueError as err:
                 log.warn("{queue_id}: cannot queue success notice: {error}", queue_id=queue_id, error=err)
         done = [q.offset for q, _ in sent + bounced]
-        if done:
-            qfile.mark_done(path, done)
         if deferred:
+            if done:
+                await self.queue.in_thread(qfile.mark_done, path, done)
             await self._defer(msg, deferred)
         else:
-            self.queue.remove(queue_id, "active")
+            await self.queue.in_thread(self.queue.remove, queue_id, "active")
             log.info("{queue_id}: removed", queue_id=queue_id)
         self.active.pop(queue_id, None)
         self._after_message()
@@ -510,23 +544,30 @@ class QueueManager:
     async def _defer(self, msg, deferred):
         qf, queue_id = msg.qf, msg.queue_id
         now = self.clock.seconds()
-        entries = read_defer_log(self.queue, queue_id)
-        for queued, status in deferred:
-            entries[queued.recipient.address] = (status.dsn, status.text)
-        pending = {q.recipient.address for q, _ in deferred}
-        entries = {k: v for k, v in entries.items() if k in pending}
-        write_defer_log(self.queue, queue_id, entries)
+        entries = {q.recipient.address: (s.dsn, s.text) for q, s in deferred}
         warning_time = self.config["delay_warning_time"]
+        warned = None
         if (warning_time and not qf.warning_time and qf.envelope.sender
                 and now - qf.envelope.arrival_time >= warning_time):
             try:
-                await self.bouncer.notify("delay", queue_id, qf.envelope, self._reports(deferred), msg.content())
-                qfile.set_warning_time(self.queue.path("active", queue_id), qf, now)
+                await self.bouncer.notify("delay", queue_id, qf.envelope, self._reports(deferred),
+                                          await msg.content())
+                warned = now
             except QueueError as err:
                 log.warn("{queue_id}: cannot queue delay warning: {error}", queue_id=queue_id, error=err)
         backoff = now - qf.envelope.arrival_time
         backoff = min(max(backoff, self.config["minimal_backoff_time"]), self.config["maximal_backoff_time"])
-        await self.queue.move_durably(queue_id, "active", "deferred", mtime=now + backoff)
+
+        def work():
+            write_defer_log(self.queue, queue_id, entries)
+            if warned is not None:
+                qfile.set_warning_time(self.queue.path("active", queue_id), qf, warned)
+            self.queue.move(queue_id, "active", "deferred", mtime=now + backoff)
+            fsync_directory(self.queue.path("deferred"))
+        try:
+            await self.queue.in_thread(work)
+        except FileNotFoundError:
+            pass  # removed meanwhile (postsuper -d)
 
     async def _expire(self, msg):
         qf, queue_id = msg.qf, msg.queue_id
