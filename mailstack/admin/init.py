@@ -99,10 +99,20 @@ def run(args):
     _write_new(os.path.join(directory, "passwd"), PASSWD.format(config=directory), 0o640)
     _write_new(os.path.join(directory, "aliases"), ALIASES)
     _write_new(os.path.join(directory, "virtual"), VIRTUAL.format(path=os.path.join(directory, "virtual")))
+    _build_tables(directory)
     print("mailstack: configuration written to %s (host %s, domain %s, %s ports)"
           % (directory, hostname, domain, args.ports))
     print("mailstack: clients that verify certificates should trust %s" % os.path.join(tls_dir, "ca.pem"))
     return 0
+
+
+def _build_tables(directory):
+    """Compile the aliases and virtual tables, as newaliases and postmap would."""
+    from mailstack.admin.postmap import build
+    for spec, aliases in (("hash:" + os.path.join(directory, "aliases"), True),
+                          ("hash:" + os.path.join(directory, "virtual"), False)):
+        if not os.path.exists(spec[len("hash:"):] + ".db"):
+            build(spec, aliases=aliases)
 
 
 def _names(hostname, domain):

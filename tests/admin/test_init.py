@@ -27,6 +27,15 @@ def test_init_writes_everything(config_dir):
     assert oct((config_dir / "tls/server.key").stat().st_mode & 0o777) == "0o600"
 
 
+def test_init_compiles_alias_and_virtual_tables(config_dir):
+    """The hash tables main.cf names are built, so a fresh server starts without table warnings."""
+    from mailstack.tables.hash import read_index
+    for name in ("aliases.db", "virtual.db"):
+        assert (config_dir / name).is_file(), name
+    aliases = read_index(str(config_dir / "aliases.db"))
+    assert aliases["postmaster"] == "root"
+
+
 def test_certificate_names_and_issuer(config_dir):
     """The server certificate is signed by the local CA and names host, localhost and 127.0.0.1."""
     ca = x509.load_pem_x509_certificate((config_dir / "tls/ca.pem").read_bytes())
