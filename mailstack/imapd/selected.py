@@ -248,7 +248,8 @@ class SelectedMailbox:
     # -- reporting ----------------------------------------------------------------------
 
     def send_updates(self, session, expunges=True):
-        """Send the untagged responses for queued changes (RFC 3501 §7.3-7.4)."""
+        """Send the untagged responses for queued changes (RFC 3501 §7.3-7.4), in one write."""
+        out = []
         positions = self._positions()
         if self._expunged:
             gone = [uid for uid in self._expunged if uid in positions]
@@ -257,13 +258,13 @@ class SelectedMailbox:
                 gone += list(self._gone)
                 self._gone.clear()
                 for seq in self.forget(gone):
-                    session.untagged(b"%d EXPUNGE" % seq)
+                    out.append(b"* %d EXPUNGE\r\n" % seq)
                 positions = self._positions()
             else:
                 self._gone.update(gone)
         elif expunges and self._gone:
             for seq in self.forget(list(self._gone)):
-                session.untagged(b"%d EXPUNGE" % seq)
+                out.append(b"* %d EXPUNGE\r\n" % seq)
             positions = self._positions()
         if self._flagged:
             flagged, self._flagged = self._flagged, {}
@@ -272,7 +273,7 @@ class SelectedMailbox:
                 if pos is None or self.messages[pos].flags == message.flags:
                     continue
                 self.messages[pos] = message
-                session.untagged(b"%d FETCH (UID %d FLAGS %s)" % (pos + 1, uid, _flags(message.flags)))
+                out.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (pos + 1, uid, _flags(message.flags)))
         if self._added:
             added, self._added = self._added, {}
             last = self.messages[-1].uid if self.messages else 0
@@ -281,14 +282,16 @@ class SelectedMailbox:
                 self.messages.extend(new)
                 self._index = None
                 self.uidnext = max(self.uidnext, new[-1].uid + 1)
-                session.untagged(b"%d EXISTS" % len(self.messages))
+                out.append(b"* %d EXISTS\r\n" % len(self.messages))
                 if self.writable:
-                    session.untagged(b"%d RECENT" % len(self.recent))
+                    out.append(b"* %d RECENT\r\n" % len(self.recent))
                 for message in new:
                     keywords = [f for f in message.flags if not f.startswith("\\")]
                     if any(k not in self.keywords for k in keywords):
                         self.keywords = tuple(sorted(set(self.keywords) | set(keywords)))
-                        session.untagged(b"FLAGS " + flag_list(self.keywords))
+                        out.append(b"* FLAGS " + flag_list(self.keywords) + b"\r\n")
+        if out:
+            session.send_raw(b"".join(out))
 
 
 def _flags(flags):

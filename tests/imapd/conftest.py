@@ -24,6 +24,7 @@ class Server:
         self.root = root
         self.config_dir = config_dir
         self.ports = {}
+        self.factories = {}
 
     def client(self, user="alice@example.test", login=True, timeout=10):
         """Return an imaplib client on the plain port, logged in as ``user`` unless ``login`` is False."""
@@ -68,9 +69,8 @@ async def start_server(config_dir, master_cf=None):
             continue
         port = await list(listener)[0]._waitingForPort
         server.ports[name] = port.getHost().port
-        server._factory = list(listener)[0].factory
-        if hasattr(server._factory, "wrappedFactory"):
-            server._factory = server._factory.wrappedFactory
+        factory = list(listener)[0].factory
+        server.factories[name] = getattr(factory, "wrappedFactory", factory)
     return server
 
 

@@ -82,3 +82,19 @@ def test_login_and_logout_are_logged(imap_server):
     assert "imap-login: Login: user=<alice@example.test>, method=PLAIN, rip=127.0.0.1, lip=127.0.0.1, TLS\n" in text
     assert "imap(alice@example.test): Logged out in=" in text
     assert "imap(alice@example.test): Disconnected: Logged out in=" in text
+
+
+@threaded
+def test_tcp_nodelay_on_every_connection(imap_server):
+    """Sessions on the plain and the implicit-TLS port run with TCP_NODELAY set."""
+    plain = connect(imap_server)
+    tls = connect(imap_server, tls=True)
+    sessions = [s for factory in imap_server.factories.values() for s in factory.sessions]
+    assert len(sessions) == 2
+    for session in sessions:
+        handle = session.transport.getHandle()
+        if not isinstance(handle, socket.socket):  # TLS wrapper: the TCP transport's socket
+            handle = session.transport.transport.getHandle()
+        assert handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    plain.close()
+    tls.close()
