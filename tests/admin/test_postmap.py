@@ -141,3 +141,16 @@ def test_newaliases_error(config_dir):
     (config_dir / "aliases").write_text("root admin\n")
     status, _, err = run_cli("-c", config_dir, "newaliases")
     assert status == 1 and "aliases:1: need name:value pair" in err
+
+
+def test_query_sqlite(tmp_path, access):
+    """-q queries an sqlite table on the calling thread."""
+    import sqlite3
+    conn = sqlite3.connect(str(tmp_path / "db.sqlite"))
+    conn.execute("CREATE TABLE t (k TEXT, v TEXT)")
+    conn.execute("INSERT INTO t VALUES ('user@example.com', 'mailbox/user')")
+    conn.commit()
+    conn.close()
+    (tmp_path / "t.cf").write_text("dbpath = %s\nquery = SELECT v FROM t WHERE k = '%%s'\n" % (tmp_path / "db.sqlite"))
+    assert _cli(tmp_path, "postmap", "-q", "User@Example.com", "sqlite:t.cf")[:2] == (0, "mailbox/user\n")
+    assert _cli(tmp_path, "postmap", "-q", "other@example.com", "sqlite:t.cf")[:2] == (1, "")
