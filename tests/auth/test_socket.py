@@ -24,6 +24,7 @@ from mailstack.auth.request import failure
 from mailstack.auth.schemes import registry as schemes
 from mailstack.config.maincf import ConfigError
 from tests.auth.helpers import captured_log, service, write_config
+from tests.conftest import run_cli
 
 PASSWD = "joe@example.com:{PLAIN}secret:1000:1000::/home/joe::\nann@example.com:%s:1001:1001::/home/ann::\n"
 MECHS = "auth_mechanisms = plain login cram-md5 scram-sha-1 scram-sha-256\n"
@@ -453,3 +454,31 @@ def test_auth_service_needs_an_endpoint(config_dir):
     (config_dir / "master.cf").write_text("auth - auth\n")
     with pytest.raises(ConfigError, match=r"master.cf:1: service auth needs an endpoint"):
         app.make_service(str(config_dir), reactor=reactor)
+
+
+@pytest_twisted.ensureDeferred
+async def test_many_concurrent_requests_on_one_real_connection(config_dir, tmp_path):
+    """60 pipelined requests (hashes checked in threads, some failures delayed) each get one reply under their own id."""
+    status, _, err = run_cli("--config", config_dir, "user", "add", "ann@example.test", "--password", "annpass",
+                             "--scheme", "SHA512-CRYPT")
+    assert status == 0, err
+    with open(config_dir / "main.cf", "a") as handle:
+        handle.write("auth_failure_delay = 0.3s\n")
+    path = str(tmp_path / "auth-client")
+    root = await _run_service(config_dir, "auth unix:%s:mode=0600 auth\n" % path)
+    try:
+        client = await endpoints.connectProtocol(endpoints.UNIXClientEndpoint(reactor, path), _AuthClient())
+        await client.wait_for("DONE")
+        good, bad = b64(b"\0ann@example.test\0annpass"), b64(b"\0ann@example.test\0wrong")
+        lines = [HANDSHAKE]
+        for request_id in range(1, 61):
+            resp = bad if request_id % 10 == 0 else good
+            lines.append("AUTH\t%d\tPLAIN\tservice=smtp\trip=127.0.0.%d\tresp=%s\n" % (request_id, request_id, resp))
+        client.send("".join(lines))
+        replies = [await client.wait_for("%s\t%d\t" % ("FAIL" if i % 10 == 0 else "OK", i)) for i in range(1, 61)]
+        assert all(r == "OK\t%d\tuser=ann@example.test" % i for i, r in enumerate(replies, 1) if i % 10)
+        assert all(r == "FAIL\t%d\tuser=ann@example.test" % i for i, r in enumerate(replies, 1) if i % 10 == 0)
+        assert len([line for line in client.lines if line.startswith(("OK\t", "FAIL\t"))]) == 60
+        client.transport.loseConnection()
+    finally:
+        await root.stopService()
