@@ -23,7 +23,7 @@ $(DEMO)/main.cf: | $(VENV)/.installed
 
 run: $(VENV)/.installed $(DEMO)/main.cf
 	@$(VENV)/bin/mailstack --config $(DEMO) user show $(DEMO_USER) >/dev/null 2>&1 || \
-	  $(VENV)/bin/mailstack --config $(DEMO) user add $(DEMO_USER) --password $(DEMO_PASSWORD) || true
+	  $(VENV)/bin/mailstack --config $(DEMO) user add $(DEMO_USER) --password $(DEMO_PASSWORD)
 	@echo "mailstack demo: user $(DEMO_USER), password $(DEMO_PASSWORD); SMTP 2525, submission 5870, SMTPS 4650, POP3 1100, POP3S 9950, IMAP 1430, IMAPS 9930"
 	$(VENV)/bin/twistd -n --pidfile= mailstack --config $(DEMO)
 

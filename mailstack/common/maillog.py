@@ -20,12 +20,14 @@ override the tag.
 """
 
 import os
+import re
 import socket
 import sys
 import time
 
-from twisted.logger import (FilteringLogObserver, ILogObserver, LogLevel,
-                            LogLevelFilterPredicate, formatEvent)
+from twisted.logger import (FilteringLogObserver, ILogObserver, ILogFilterPredicate,
+                            LogLevel, LogLevelFilterPredicate, PredicateResult,
+                            formatEvent)
 from zope.interface import implementer
 
 _PREFIX = {
@@ -90,6 +92,24 @@ class MaillogObserver:
             pass
 
 
+# Twisted's per-port chatter, which the master's "service NAME (PROGRAM) on
+# ENDPOINT" line already says once per service (Twisted says it once per socket).
+_PORT_CHATTER = re.compile(r"^(.+ starting on \d+|\(.+ Port \d+ Closed\)|(Starting|Stopping) factory .*)$")
+
+
+@implementer(ILogFilterPredicate)
+class PortChatterPredicate:
+    """Drop Twisted's listening-port notices unless running verbose."""
+
+    def __call__(self, event):
+        if event.get("log_namespace") != "log_legacy" or event.get("log_level") == LogLevel.warn:
+            return PredicateResult.maybe
+        message = event.get("message") or ()
+        if len(message) == 1 and _PORT_CHATTER.match(str(message[0])):
+            return PredicateResult.no
+        return PredicateResult.maybe
+
+
 def observer_for(config, foreground, verbose=False):
     """Return the log observer for a loaded config.
 
@@ -107,4 +127,7 @@ def observer_for(config, foreground, verbose=False):
         stream = open(path, "a", encoding="utf-8")  # kept open for the process's life
     observer = MaillogObserver(stream, config["myhostname"], config["syslog_name"])
     level = LogLevel.debug if verbose else LogLevel.info
-    return FilteringLogObserver(observer, [LogLevelFilterPredicate(defaultLogLevel=level)])
+    predicates = [LogLevelFilterPredicate(defaultLogLevel=level)]
+    if not verbose:
+        predicates.append(PortChatterPredicate())
+    return FilteringLogObserver(observer, predicates)

@@ -49,3 +49,27 @@ def test_failure_traceback_follows_on_tagged_lines():
     assert lines[0].endswith("local[7]: fatal: 3F2A9C: unexpected error")
     assert len(lines) > 2 and all("mailstack/local[7]: " in line for line in lines)
     assert "ZeroDivisionError" in lines[-1]
+
+
+def test_twisted_port_chatter_dropped_but_other_legacy_messages_kept(tmp_path, capsys):
+    """'Factory starting on 2525' lines are dropped (the master logs each service once); other log.msg text stays."""
+    from twisted.logger import globalLogPublisher
+    from twisted.python import log as legacy
+
+    from mailstack.common.maillog import observer_for
+    from mailstack.config import maincf
+    from tests.conftest import run_cli
+
+    run_cli("--config", str(tmp_path), "init", "--ports", "dev", "--hostname", "mail.example.test")
+    capsys.readouterr()
+    observer = observer_for(maincf.load(str(tmp_path)), foreground=True)
+    globalLogPublisher.addObserver(observer)
+    try:
+        legacy.msg("SMTPServerFactory starting on 2525")
+        legacy.msg("(TCP Port 2525 Closed)")
+        legacy.msg("something an admin should see")
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    text = capsys.readouterr().out
+    assert "something an admin should see" in text
+    assert "starting on" not in text and "Closed" not in text
