@@ -3,14 +3,15 @@
 
 SYNOPSIS
     ``cleanup = Cleanup(config, queue, tables, reactor, auth=None)``;
-    ``writer = await cleanup.open(envelope, tls_summary)``; ``writer.write(bytes)``
+    ``writer = await cleanup.open()``; ``writer.begin(envelope, tls_summary)``;
+    ``writer.write(bytes)``
     as content streams; ``queue_id = await writer.finish(envelope)``, or
     ``writer.abort()``.
 
 DESCRIPTION
-    :meth:`Cleanup.open` creates the queue file (the queue id is known from
-    then on) and writes the ``Received:`` header the way Postfix's smtpd
-    does.  Content then streams through
+    :meth:`Cleanup.open` creates the queue file in a thread (the queue id
+    is known from then on); :meth:`CleanupWriter.begin` writes the
+    ``Received:`` header the way Postfix's smtpd does.  Content then streams through
     :class:`~mailstack.cleanup.headers.HeaderStream`, which holds only the
     header block (at most ``header_size_limit`` bytes) and adds the missing
     ``Message-ID:``, ``Date:``, ``From:`` and ``To:`` headers when the client
@@ -64,8 +65,10 @@ class Cleanup:
         self.rewriter = AddressRewriter(config, tables)
         self._local_addresses = None
 
-    async def open(self, envelope, tls_summary=""):
-        """Start a message; return its :class:`CleanupWriter`.
+    async def open(self):
+        """Create the queue file of a new message; return its :class:`CleanupWriter`.
+
+        Call :meth:`CleanupWriter.begin` with the envelope before writing content.
 
         The queue file is created in the queue's thread pool: creating a
         file in a directory that other threads are fsyncing can block for
@@ -75,7 +78,7 @@ class Cleanup:
             QueueError: the queue file cannot be created.
         """
         queue_file = await self.queue.in_thread(self.queue.new_message)
-        return CleanupWriter(self, envelope, tls_summary, queue_file)
+        return CleanupWriter(self, queue_file)
 
     def now(self):
         return self.reactor.seconds() if hasattr(self.reactor, "seconds") else time.time()
@@ -124,16 +127,20 @@ class CleanupWriter:
         size: content bytes received from the client so far.
     """
 
-    def __init__(self, cleanup, envelope, tls_summary, queue_file):
+    def __init__(self, cleanup, queue_file):
         self._cleanup = cleanup
         self._config = cleanup.config
         self._file = queue_file
         self.queue_id = self._file.queue_id
-        self._envelope = envelope
-        self._arrival = cleanup.now()
+        self._envelope = None
         self._message_id = None
-        self._file.write(self._received(envelope, tls_summary))
         self._stream = HeaderStream(self._file.write, self._config["header_size_limit"], self._on_headers)
+
+    def begin(self, envelope, tls_summary=""):
+        """Start the content: remember the envelope and write the ``Received:`` header."""
+        self._envelope = envelope
+        self._arrival = self._cleanup.now()
+        self._file.write(self._received(envelope, tls_summary))
 
     @property
     def size(self):

@@ -167,6 +167,7 @@ class SMTPServerProtocol(Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._abort_writer()
+        self._reset_transaction()
         self.server.release(self)
         if self.client_address:
             summary = " ".join("%s=%s" % (name, ok if ok == total else "%d/%d" % (ok, total))
@@ -420,6 +421,11 @@ class SMTPServerProtocol(Protocol):
     # -- transaction state ---------------------------------------------------
 
     def _reset_transaction(self):
+        pending = getattr(self, "_pending_open", None)
+        if pending is not None:
+            # A queue file opened ahead of DATA that will not be used.
+            pending.addCallbacks(lambda writer: writer.abort(), lambda failure: None)
+        self._pending_open = None
         self.sender = None
         self.mail_params = {}
         self.recipients = []
@@ -634,6 +640,7 @@ class SMTPServerProtocol(Protocol):
         if verdict is not None:
             return verdict.reply
         self.recipients.append(recipient)
+        self._prepare_writer()
         return (250, "2.1.5", "Ok")
 
     # -- DATA -----------------------------------------------------------------
@@ -666,13 +673,26 @@ class SMTPServerProtocol(Protocol):
         self._mode = "data"
         return (354, None, "End data with <CR><LF>.<CR><LF>")
 
+    def _prepare_writer(self):
+        """Start creating the queue file while the client is still busy with RCPT/DATA.
+
+        Postfix's smtpd connects to cleanup at the first accepted recipient
+        for the same reason: the file exists by the time content arrives.
+        """
+        if self._pending_open is None and self._writer is None:
+            self._pending_open = defer.ensureDeferred(self.server.cleanup.open())
+
     async def _open_writer(self):
-        envelope = self._envelope()
+        pending, self._pending_open = self._pending_open, None
+        if pending is None:
+            pending = defer.ensureDeferred(self.server.cleanup.open())
         try:
-            self._writer = await self.server.cleanup.open(envelope, self._tls_summary())
+            writer = await pending
         except QueueError as err:
             log.warn("{client}: queue file write error: {err}", client=self.peer, err=err, service=self.service)
             _fail(451, "4.3.0", "Error: queue file write error")
+        writer.begin(self._envelope(), self._tls_summary())
+        self._writer = writer
         extra = ""
         if self.sasl_username:
             extra = ", sasl_method=%s, sasl_username=%s" % (self.sasl_method, self.sasl_username)

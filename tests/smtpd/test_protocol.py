@@ -297,3 +297,15 @@ async def test_connection_count_limit_per_client(smtpd):
     assert greeting.startswith(b"220 ")
     assert refused == b"421 4.7.0 mail.example.test Error: too many connections from 127.0.0.1\r\n"
     assert server.logs.grep("Connection concurrency limit exceeded: 2 from unknown[127.0.0.1] for service smtp")
+
+
+@pytest_twisted.ensureDeferred
+async def test_abandoned_transactions_leave_no_queue_files(smtpd):
+    """A queue file opened at the first RCPT is removed on RSET and when the client just disconnects."""
+    server = await smtpd()
+    await in_thread(_transcript, server.port,
+                    b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<x@example.test>\r\nRSET\r\nQUIT\r\n")
+    await in_thread(_transcript, server.port,
+                    b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<x@example.test>\r\n", b"250 2.1.5")
+    await _until(lambda: not server.temp_files() and len(server.logs.grep("disconnect from")) == 2)
+    assert server.queued() == []
