@@ -17,11 +17,15 @@ and measures, with one plain-socket client for both:
 
 * RETR throughput: log in, RETR every message of ``retr`` one after the
   other (each reply read to its end before the next command, as fetchmail
-  does), messages/s and MB/s;
+  does), messages/s and MB/s, and the CPU time the server's processes
+  used per message (from /proc: for Dovecot the master and all its
+  children, login, auth and pop3), which load from elsewhere on the machine
+  disturbs less than wall-clock time;
 * login+STAT on ``stat``: connect, USER/PASS, STAT, QUIT, warm (after a
   first untimed session), seconds.
 
-Each figure is the median of several runs.  Usage::
+Each figure is the median of several runs, the two servers' runs
+interleaved so that load from elsewhere on the machine hits both alike.  Usage::
 
     .venv/bin/python benchmarks/pop3_retr.py [--runs N] [--retr-count N] [--stat-count N] [--keep]
 """
@@ -128,17 +132,37 @@ class Client:
             self.sock.close()
 
 
-def measure_retr(port, count):
+def cpu_seconds(pid):
+    """User+system CPU seconds of process ``pid`` and all its descendants (0 when gone)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks
+        for task in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/children" % (pid, task)) as handle:
+                for child in handle.read().split():
+                    total += cpu_seconds(int(child))
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return total
+
+
+def measure_retr(port, count, pid=None):
+    """Return (messages/s, MB/s, server CPU microseconds per message)."""
     client = Client(port)
     client.login()
+    cpu = cpu_seconds(pid) if pid else 0.0
     started = time.perf_counter()
     total = 0
     for number in range(1, count + 1):
         total += client.multiline("RETR %d" % number)
     elapsed = time.perf_counter() - started
+    cpu = cpu_seconds(pid) - cpu if pid else 0.0
     client.command("RSET")  # leave the flags as they were for the next run
     client.quit()
-    return count / elapsed, total / elapsed / 1e6
+    return count / elapsed, total / elapsed / 1e6, cpu / count * 1e6
 
 
 def measure_login_stat(port, expected):
@@ -241,26 +265,36 @@ def stop(proc):
         proc.wait()
 
 
-def run_series(name, port, runs, retr_count, stat_count, results):
+def run_retr(names, ports, pids, runs, count, results):
     # One untimed session each first: warms caches (and lets Dovecot build its index).
-    measure_retr(port, min(retr_count, 100))
-    rates, mbs = [], []
+    for name in names:
+        measure_retr(ports[name], min(count, 100), pids[name])
+    figures = {name: [] for name in names}
     for _ in range(runs):
-        rate, mb = measure_retr(port, retr_count)
-        rates.append(rate)
-        mbs.append(mb)
-    results[name]["retr"] = (statistics.median(rates), statistics.median(mbs))
-    print("%-9s RETR %d messages: %.0f messages/s, %.1f MB/s (median of %d: %s)"
-          % (name, retr_count, results[name]["retr"][0], results[name]["retr"][1], runs,
-             ", ".join("%.0f" % r for r in rates)), flush=True)
+        for name in names:  # interleaved, so that load from elsewhere hits both alike
+            figures[name].append(measure_retr(ports[name], count, pids[name]))
+    for name in names:
+        rates = [rate for rate, _, _ in figures[name]]
+        results[name]["retr"] = (statistics.median(rates), statistics.median(mb for _, mb, _ in figures[name]),
+                                 statistics.median(cpu for _, _, cpu in figures[name]))
+        print("%-9s RETR %d messages: %.0f messages/s, %.1f MB/s, server CPU %.0f us/message "
+              "(median of %d; messages/s: %s)"
+              % (name, count, results[name]["retr"][0], results[name]["retr"][1], results[name]["retr"][2],
+                 runs, ", ".join("%.0f" % r for r in rates)), flush=True)
 
 
-def run_stat(name, port, runs, stat_count, results):
-    measure_login_stat(port, stat_count)
-    times = [measure_login_stat(port, stat_count) for _ in range(runs)]
-    results[name]["stat"] = statistics.median(times)
-    print("%-9s login+STAT on %d messages (warm): %.3f s (median of %d: %s)"
-          % (name, stat_count, results[name]["stat"], runs, ", ".join("%.3f" % t for t in times)), flush=True)
+def run_stat(names, ports, runs, count, results):
+    for name in names:
+        measure_login_stat(ports[name], count)
+    times = {name: [] for name in names}
+    for _ in range(runs):
+        for name in names:
+            times[name].append(measure_login_stat(ports[name], count))
+    for name in names:
+        results[name]["stat"] = statistics.median(times[name])
+        print("%-9s login+STAT on %d messages (warm): %.3f s (median of %d: %s)"
+              % (name, count, results[name]["stat"], runs, ", ".join("%.3f" % t for t in times[name])),
+              flush=True)
 
 
 def swap_user(base, mailbox_dir):
@@ -304,11 +338,10 @@ def main(argv=None):
             procs.append(start_dovecot(base, ports["dovecot"]))
         names = ["mailstack"] + (["dovecot"] if have_dovecot else [])
         swap_user(base, retr_dir)
-        for name in names:
-            run_series(name, ports[name], args.runs, args.retr_count, args.stat_count, results)
+        pids = {"mailstack": procs[0].pid, "dovecot": procs[1].pid if have_dovecot else None}
+        run_retr(names, ports, pids, args.runs, args.retr_count, results)
         swap_user(base, stat_dir)
-        for name in names:
-            run_stat(name, ports[name], args.runs, args.stat_count, results)
+        run_stat(names, ports, args.runs, args.stat_count, results)
         return results
     finally:
         for proc in procs:

@@ -28,11 +28,16 @@ import collections
 import operator
 import os
 
-from mailstack.pop3d.transfer import virtual_size
+from mailstack.pop3d.transfer import CHUNK, virtual_size
 
 
 _VSIZE = operator.attrgetter("vsize")
 _BASE = operator.attrgetter("base")
+
+
+def _read_and_close(handle):
+    with handle:
+        return handle.read()
 
 
 class MessageGone(Exception):
@@ -75,6 +80,31 @@ class Maildrop:
         """Return the UIDL of message ``index``."""
         message = self._messages[index]
         return self._uidl_format.format(message.uid, self._uidvalidity, guid=message.base, filename=message.base)
+
+    def read_message(self, index):
+        """Return the stored bytes of message ``index``, or a Deferred firing with them.
+
+        The RETR path of small messages: four system calls, no file object.
+
+        Raises (or fails with):
+            MessageGone: when the message no longer exists.
+        """
+        message = self._messages[index]
+        try:
+            fd = os.open(os.path.join(self.directory, message.subdir, message.name), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            opened = self.open_message(index)
+            return opened.addCallback(_read_and_close)
+        try:
+            size = os.fstat(fd).st_size
+            chunks = [os.read(fd, size + 1)]
+            while len(chunks[-1]) > size:  # the file grew: read the rest
+                chunks.append(os.read(fd, CHUNK))
+                if not chunks[-1]:
+                    break
+            return b"".join(chunks) if len(chunks) > 1 else chunks[0]
+        finally:
+            os.close(fd)
 
     def open_message(self, index):
         """Return message ``index`` as a binary file, or a Deferred firing with one.

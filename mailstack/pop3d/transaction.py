@@ -116,19 +116,33 @@ class TransactionCommands:
         self.send_multiline("+OK", [("%d %s" % (i + 1, uidl(i))).encode("ascii") for i in self._live()])
 
     def do_RETR(self, args):
-        return self._open(self._message(args.strip()), self._retr)
+        index = self._message(args.strip())
+        if self._drop.size(index) <= SMALL_MESSAGE:
+            data = self._drop.read_message(index)
+            if isinstance(data, Deferred):
+                return self._retr_later(index, data)
+            self._retr_small(index, data)
+            return None
+        return self._open(index, self._retr_stream)
 
-    def _retr(self, index, handle):
-        size = self._drop.size(index)
+    async def _retr_later(self, index, deferred):
+        try:
+            data = await deferred
+        except MessageGone:
+            raise Reply("-ERR [SYS/TEMP] Message was expunged by another session.") from None
+        self._retr_small(index, data)
+
+    def _retr_small(self, index, data):
         self._seen.add(index)
         self._stats["retr"] += 1
-        head = b"+OK %d octets\r\n" % size
-        if size <= SMALL_MESSAGE:
-            with handle:
-                data = stuff(handle.read())
-            self._stats["retr_bytes"] += len(data)
-            self.transport.write(head + data)
-            return
+        data = stuff(data)
+        self._stats["retr_bytes"] += len(data)
+        self.transport.write(b"+OK %d octets\r\n" % self._drop.size(index) + data)
+
+    def _retr_stream(self, index, handle):
+        self._seen.add(index)
+        self._stats["retr"] += 1
+        head = b"+OK %d octets\r\n" % self._drop.size(index)
         self.transport.write(head)
         self._stats["retr_bytes"] += len(head)
         self._stream = (handle, Stuffer(), index)

@@ -70,9 +70,21 @@ class Stuffer:
 
 
 def stuff(message):
-    """Return a whole stored message as POP3 multi-line data, terminator included."""
-    stuffer = Stuffer()
-    return stuffer.feed(message) + stuffer.finish()
+    """Return a whole stored message as POP3 multi-line data, terminator included.
+
+    The same bytes as :class:`Stuffer` gives, in fewer passes: this is the
+    RETR path of nearly every message.
+    """
+    if b"\r" in message:
+        stuffer = Stuffer()
+        return stuffer.feed(message) + stuffer.finish()
+    if message[:1] == b".":
+        message = b"." + message
+    if b"\n." in message:
+        message = message.replace(b"\n.", b"\n..")
+    if message and message[-1:] != b"\n":
+        message += b"\n"
+    return message.replace(b"\n", b"\r\n") + b".\r\n"
 
 
 def virtual_size(path):

@@ -185,3 +185,39 @@ def test_bad_input_in_memory(config_dir, line, reply):
     proto.dataReceived(line + b"\r\n")
     assert transport.value() == reply + b"\r\n"
     proto.connectionLost(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_messages_renamed_or_expunged_by_others(server):
+    """A message re-flagged by another program is still retrieved; one expunged meanwhile gets -ERR [SYS/TEMP]."""
+    uids = server.deliver(JOE, message("renamed"), message("expunged"))
+
+    def talk():
+        client = server.client()
+        client.user(JOE)
+        client.pass_(PASSWORDS[JOE])
+        other = helpers.MailStore(None, server.config, fsync=False).mailbox(JOE).folder("INBOX")
+        other.sync()
+        other.store_flags([uids[0]], ["\\Flagged"], "add")   # renames new/X to cur/X:2,F
+        other.expunge([uids[1]])
+        renamed = client.retr(1)[1]
+        gone = [_err(client.retr, 2), _err(client.top, 2, 0)]
+        stat = client.stat()
+        client.dele(2)
+        bye = client.quit()
+        return renamed, gone, stat, bye
+    renamed, gone, stat, bye = await server.in_thread(talk)
+    assert b"Subject: renamed" in renamed
+    assert gone == ["-ERR [SYS/TEMP] Message was expunged by another session."] * 2
+    assert stat[0] == 2  # the session's snapshot does not change (RFC 1939)
+    assert bye == b"+OK Logging out, messages deleted."
+    assert "del=0/2" in server.log_text()  # nothing left to delete: it was already gone
+
+
+def _err(function, *args):
+    import poplib
+    try:
+        function(*args)
+    except poplib.error_proto as err:
+        return err.args[0].decode()
+    raise AssertionError("expected -ERR from %s" % function.__name__)
