@@ -108,6 +108,11 @@ class FolderWatch:
     def _notified(self, _ignored, _filepath, _mask):
         self.request_sync()
 
+    def poke(self):
+        """Sync now if the watch is running (see :meth:`MailStore.poke`)."""
+        if self.running:
+            self.request_sync()
+
     def _poll(self):
         stamp = []
         for sub in ("new", "cur"):

@@ -41,7 +41,7 @@ class MailStore:
         cache_size: how many recently used folders stay in memory when unused.
     """
 
-    cache_size = 64
+    cache_size = 16
 
     def __init__(self, reactor=None, config=None, hostname=None, fsync=None, poll_interval=None,
                  use_inotify=True, clock=None, cache_size=None):
@@ -109,6 +109,19 @@ class MailStore:
             while len(self._recent) > self.cache_size:
                 self._recent.popitem(last=False)
             return folder
+
+    def poke(self, path):
+        """Tell the store that ``path`` (a folder's maildir) changed behind its back.
+
+        For writers that put files into a maildir without going through a
+        :class:`Folder` (a delivery agent using :func:`.maildir.deliver`):
+        when the folder is open in this process and watched, it is synced
+        at once instead of at the next inotify event or poll.  Thread-safe;
+        a no-op for folders nobody watches.
+        """
+        folder = self._folders.get(os.path.realpath(path))
+        if folder is not None and folder.watch is not None and self.reactor is not None:
+            self.reactor.callFromThread(folder.watch.poke)
 
     def forget(self, path):
         """Drop the folder of ``path`` (after a rename or delete); its watch stops."""

@@ -131,3 +131,15 @@ async def test_ten_thousand_listeners_share_one_watch(live_store, tmp_path):
     for listener in listeners:
         inbox.remove_listener(listener)
     assert not inbox.watch.running and len(live_store.inotify()._watchpoints) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_poke_syncs_at_once_without_inotify(tmp_path):
+    """A writer that bypasses the folder (a delivery agent) pokes the store and listeners hear at once."""
+    store = MailStore(reactor, hostname="mx", fsync=False, use_inotify=False, poll_interval=0)
+    listener = Recorder()
+    mb, inbox = await _open(store, tmp_path, listener)
+    await store.run(maildir.deliver, inbox.path, b"via the agent\n", fsync=False)
+    store.poke(inbox.path)
+    await listener.wait(lambda r: r.added == [1], timeout=2)
+    store.close()
