@@ -46,8 +46,6 @@ STANDARDS
     RFC 3030 (CHUNKING), RFC 1985 (ETRN).
 """
 
-import base64
-import binascii
 import socket
 
 from twisted.internet import defer, interfaces
@@ -55,27 +53,16 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from mailstack.common.address import AddressError, parse_params, parse_path, xtext_decode
-from mailstack.common.reply import INTERNAL_ERROR, Reject, reject
-from mailstack.queue import Envelope, QueueError, Recipient
+from mailstack.common.reply import INTERNAL_ERROR, Reject
+from mailstack.queue import Recipient
 from mailstack.smtpd import check
-from mailstack.smtpd.data import DotReader
+from mailstack.smtpd.sasl import SASLCommands
+from mailstack.smtpd.transfer import TransferCommands
 
 log = Logger(namespace="mailstack.smtpd")
 
 
-class _Reply(Exception):
-    """Internal: answer with this and stop handling the command."""
-
-    def __init__(self, code, dsn, text):
-        super().__init__(code)
-        self.rej = reject(code, dsn, text) if code >= 400 else Reject(code, dsn, text)
-
-
-def _fail(code, dsn, text):
-    raise _Reply(code, dsn, text)
-
-
-class SMTPServerProtocol(Protocol):
+class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
     """One ESMTP session.  See the module docstring."""
 
     # command word -> handler; one method per command (STYLE §3).
@@ -341,8 +328,8 @@ class SMTPServerProtocol(Protocol):
             return
         try:
             result = getattr(self, method)(text.strip())
-        except _Reply as reply:
-            result = reply
+        except Reject as rej:
+            result = rej
         except Exception:
             log.failure("{session}: error in {command}", session=self._session_id(),
                         command=self._last_command, service=self.service)
@@ -362,8 +349,8 @@ class SMTPServerProtocol(Protocol):
     async def _guard(self, coroutine, name):
         try:
             result = await coroutine
-        except _Reply as reply:
-            result = reply
+        except Reject as rej:
+            result = rej
         except Exception:
             log.failure("{session}: error in {command}", session=self._session_id(),
                         command=self._last_command, service=self.service)
@@ -377,8 +364,6 @@ class SMTPServerProtocol(Protocol):
             self._process()
 
     def _answer(self, result, name):
-        if isinstance(result, _Reply):
-            result = result.rej
         if isinstance(result, Reject):
             result = (result.code, result.dsn, result.text)
         if result is None:
@@ -505,16 +490,6 @@ class SMTPServerProtocol(Protocol):
     def _starttls_offered(self):
         return (self.server.tls_options is not None and not self.tls
                 and self.config["smtpd_tls_security_level"] in ("may", "encrypt"))
-
-    def _auth_mechanisms(self):
-        if not self.config["smtpd_sasl_auth_enable"] or self.server.auth is None or self.sasl_username:
-            return []
-        if self.config["smtpd_tls_auth_only"] and not self.tls:
-            return []
-        return self.server.auth.mechanisms(self._secure())
-
-    def _secure(self):
-        return self.server.auth.is_secure_connection(self.client_address, self.tls)
 
     # -- MAIL -----------------------------------------------------------------
 
@@ -643,186 +618,6 @@ class SMTPServerProtocol(Protocol):
         self._prepare_writer()
         return (250, "2.1.5", "Ok")
 
-    # -- DATA -----------------------------------------------------------------
-
-    def _transaction_ready(self):
-        if self.sender is None:
-            return (503, "5.5.1", "Error: need RCPT command")
-        if not self.recipients:
-            if self.recipient_attempts:
-                return (554, "5.5.1", "Error: no valid recipients")
-            return (503, "5.5.1", "Error: need RCPT command")
-        return None
-
-    def smtp_data(self, arg):
-        if arg:
-            return (501, "5.5.4", "Syntax: DATA")
-        if self._bdat_started:
-            return (503, "5.5.1", "Error: DATA after BDAT")
-        problem = self._transaction_ready()
-        if problem:
-            return problem
-        return self._start_data()
-
-    async def _start_data(self):
-        verdict = await self._stage_checks("DATA")
-        if verdict:
-            return verdict.reply
-        await self._open_writer()
-        self._reader = DotReader(self._content)
-        self._mode = "data"
-        return (354, None, "End data with <CR><LF>.<CR><LF>")
-
-    def _prepare_writer(self):
-        """Start creating the queue file while the client is still busy with RCPT/DATA.
-
-        Postfix's smtpd connects to cleanup at the first accepted recipient
-        for the same reason: the file exists by the time content arrives.
-        """
-        if self._pending_open is None and self._writer is None:
-            self._pending_open = defer.ensureDeferred(self.server.cleanup.open())
-
-    async def _open_writer(self):
-        pending, self._pending_open = self._pending_open, None
-        if pending is None:
-            pending = defer.ensureDeferred(self.server.cleanup.open())
-        try:
-            writer = await pending
-        except QueueError as err:
-            log.warn("{client}: queue file write error: {err}", client=self.peer, err=err, service=self.service)
-            _fail(451, "4.3.0", "Error: queue file write error")
-        writer.begin(self._envelope(), self._tls_summary())
-        self._writer = writer
-        extra = ""
-        if self.sasl_username:
-            extra = ", sasl_method=%s, sasl_username=%s" % (self.sasl_method, self.sasl_username)
-        log.info("{queue_id}: client={client}{extra}", queue_id=self._writer.queue_id, client=self.peer,
-                 extra=extra, service=self.service)
-
-    def _envelope(self):
-        proto = self.proto
-        if self.esmtp:
-            proto += ("S" if self.tls else "") + ("A" if self.sasl_username else "")
-        return Envelope(
-            sender=self.sender, recipients=list(self.recipients),
-            client_name=self.client_name, client_address=self.client_address, helo=self.helo,
-            protocol=proto, sasl_username=self.sasl_username,
-            envid=self.mail_params.get("ENVID", ""), ret=self.mail_params.get("RET", ""),
-            body_type=self.mail_params.get("BODY", ""), smtputf8=bool(self.mail_params.get("SMTPUTF8")))
-
-    def _tls_summary(self):
-        if not self.tls:
-            return ""
-        try:
-            conn = self.transport.getHandle()
-            return "(using %s with cipher %s)" % (conn.get_protocol_version_name(), conn.get_cipher_name())
-        except Exception:
-            return ""
-
-    def _content(self, chunk):
-        """Sink for message content (DATA and BDAT)."""
-        if self._too_big or self._writer is None:
-            return
-        if self._size_limit and self._writer.size + len(chunk) > self._size_limit:
-            # RFC 1870 §6: stop storing; the end of data is answered 552.
-            self._too_big = True
-            self._abort_writer_keep_id()
-            return
-        if self._mode == "data" and b"\n" in chunk and chunk.count(b"\n") != chunk.count(b"\r\n"):
-            if self._bare_newline_forbidden():
-                self._bare_lf = True
-        self._writer.write(chunk)
-
-    def _abort_writer_keep_id(self):
-        self._writer.abort()
-
-    async def _end_of_data(self):
-        try:
-            if self._bare_lf:
-                self._abort_writer()
-                self._reset_transaction()
-                self._reply_bare_newline()
-                return None
-            if self._too_big:
-                queue_id = self._writer.queue_id
-                self._writer = None
-                log.info("{queue_id}: reject: size limit exceeded from {client}; from=<{sender}> proto={proto} "
-                         "helo=<{helo}>", queue_id=queue_id, client=self.peer, sender=self.sender,
-                         proto=self.proto, helo=self.helo, service=self.service)
-                self._reset_transaction()
-                return (552, "5.3.4", "Error: message file too big")
-            verdict = await self._stage_checks("END-OF-MESSAGE")
-            if verdict:
-                self._abort_writer()
-                self._reset_transaction()
-                return verdict.reply
-            writer, self._writer = self._writer, None
-            try:
-                queue_id = await writer.finish(self._envelope())
-            except Reject as rej:
-                self._reset_transaction()
-                return rej
-            except QueueError as err:
-                log.warn("{client}: queue file write error: {err}", client=self.peer, err=err, service=self.service)
-                self._reset_transaction()
-                if getattr(err, "enospc", False):
-                    return (452, "4.3.1", "Error: insufficient system storage")
-                return (451, "4.3.0", "Error: queue file write error")
-            self._reset_transaction()
-            return (250, "2.0.0", "Ok: queued as %s" % queue_id)
-        finally:
-            self._mode = "command"
-
-    # -- BDAT (RFC 3030) -------------------------------------------------------
-
-    def smtp_bdat(self, arg):
-        words = arg.split()
-        if not words or not words[0].isdigit() or len(words) > 2 or (
-                len(words) == 2 and words[1].upper() != "LAST"):
-            # The chunk size is unknown: the only safe thing is to hang up.
-            self._closing = True
-            return (501, "5.5.4", "Syntax: BDAT count [LAST]")
-        size, last = int(words[0]), len(words) == 2
-        self._bdat_left, self._bdat_last = size, last
-        if not self._bdat_started:
-            self._bdat_started = True
-            problem = self._transaction_ready()
-            if problem is None:
-                return self._bdat_open()
-            self._bdat_failed = problem
-        self._mode = "bdat"
-        return None
-
-    async def _bdat_open(self):
-        try:
-            await self._open_writer()
-        except _Reply as reply:
-            self._bdat_failed = (reply.rej.code, reply.rej.dsn, reply.rej.text)
-        # The chunk's bytes are read by _process once this command is done.
-        self._mode = "bdat"
-        return None
-
-    def _bdat_bytes(self):
-        take = self._in[:self._bdat_left]
-        self._in = self._in[self._bdat_left:]
-        self._bdat_left -= len(take)
-        if take and self._bdat_failed is None:
-            self._content(take)
-        if self._bdat_left:
-            return
-        self._mode = "command"
-        if self._bdat_failed is not None:
-            problem = self._bdat_failed
-            if self._bdat_last:
-                self._abort_writer()
-                self._reset_transaction()
-            self._run(problem, "bdat")
-            return
-        if not self._bdat_last:
-            self._run((250, "2.0.0", "Ok: %d bytes" % (self._writer.size if self._writer else 0)), "bdat")
-            return
-        self._run(self._end_of_data(), "bdat")
-
     # -- simple commands -----------------------------------------------------
 
     def smtp_rset(self, arg):
@@ -897,83 +692,6 @@ class SMTPServerProtocol(Protocol):
         self._reset_transaction()
         self.sasl_username = self.sasl_method = ""
         return None
-
-    # -- AUTH (RFC 4954) --------------------------------------------------------
-
-    def smtp_auth(self, arg):
-        if not self.config["smtpd_sasl_auth_enable"] or self.server.auth is None:
-            return (503, "5.5.1", "Error: authentication not enabled")
-        if self.config["smtpd_tls_auth_only"] and not self.tls:
-            return (503, "5.5.1", "Error: authentication not enabled")
-        if not self.helo:
-            return (503, "5.5.1", "Error: send HELO/EHLO first")
-        if self.sasl_username:
-            return (503, "5.5.1", "Error: already authenticated")
-        if self.sender is not None:
-            return (503, "5.5.1", "Error: MAIL transaction in progress")
-        words = arg.split()
-        if not words or len(words) > 2:
-            return (501, "5.5.4", "Syntax: AUTH mechanism")
-        mechanism = words[0].upper()
-        if mechanism not in self._auth_mechanisms():
-            return (504, "5.5.4", "Unsupported authentication mechanism")
-        from mailstack.auth.service import AuthRequest, UnknownMechanism
-        request = AuthRequest(service="smtp", remote_ip=self.client_address,
-                              local_ip=self.transport.getHost().host, secure=self._secure(),
-                              session=self.service)
-        try:
-            self._sasl = self.server.auth.start(mechanism, request)
-        except UnknownMechanism:
-            return (504, "5.5.4", "Unsupported authentication mechanism")
-        self._sasl_mechanism = mechanism
-        response = None
-        if len(words) == 2:
-            if words[1] == "=":
-                response = b""
-            elif words[1] == "*":
-                self._sasl = None
-                return (501, "5.7.0", "Authentication aborted")
-            else:
-                try:
-                    response = base64.b64decode(words[1], validate=True)
-                except (binascii.Error, ValueError):
-                    self._sasl = None
-                    return (501, "5.5.2", "Cannot decode response")
-        return self._auth_step(response)
-
-    async def _auth_step(self, response):
-        step = await self._sasl.step(response)
-        if step.kind == "continue":
-            self._mode = "auth"
-            return (334, None, base64.b64encode(step.challenge).decode("ascii"))
-        self._mode = "command"
-        self._sasl = None
-        if step.kind == "success":
-            self.sasl_username, self.sasl_method = step.user, self._sasl_mechanism
-            return (235, "2.7.0", "Authentication successful")
-        log.warn("{client}: SASL {mech} authentication failed: {reason}", client=self.peer,
-                 mech=self._sasl_mechanism, reason=step.reason or "authentication failure", service=self.service)
-        if step.temporary:
-            return (454, "4.7.0", "Temporary authentication failure")
-        return (535, "5.7.8", "Error: authentication failed: authentication failure")
-
-    async def _auth_response(self, line):
-        if line.strip() == b"*":
-            self._mode = "command"
-            self._sasl = None
-            self._count("auth", False)
-            return (501, "5.7.0", "Authentication aborted")
-        try:
-            response = base64.b64decode(line.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            self._mode = "command"
-            self._sasl = None
-            self._count("auth", False)
-            return (501, "5.5.2", "Cannot decode response")
-        result = await self._auth_step(response)
-        if result[0] != 334:
-            self._count("auth", result[0] == 235)
-        return result
 
 
 def resolve_peer_name(address):
