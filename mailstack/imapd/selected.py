@@ -247,7 +247,7 @@ class SelectedMailbox:
 
     # -- reporting ----------------------------------------------------------------------
 
-    def send_updates(self, session, expunges=True):
+    def send_updates(self, session, expunges=True, write=None):
         """Send the untagged responses for queued changes (RFC 3501 §7.3-7.4), in one write."""
         out = []
         positions = self._positions()
@@ -291,7 +291,7 @@ class SelectedMailbox:
                         self.keywords = tuple(sorted(set(self.keywords) | set(keywords)))
                         out.append(b"* FLAGS " + flag_list(self.keywords) + b"\r\n")
         if out:
-            session.send_raw(b"".join(out))
+            (write or session.send_raw)(b"".join(out))
 
 
 def _flags(flags):

@@ -143,6 +143,32 @@ class IMAPServer(IMAP4Server):
         self.bytes_out += len(data)
         self.transport.write(data)
 
+    def push(self, data):
+        """Send unsolicited data (IDLE push) at once.
+
+        Twisted buffers every write until the reactor's next turn; when ten
+        thousand sessions are told about one delivery, the first would then
+        wait for the whole fan-out.  On a plain TCP transport with nothing
+        queued, the data goes straight to the socket; what the kernel does
+        not take, and every other case, goes through the transport as usual,
+        so output order is kept.
+        """
+        if self._closed:
+            return
+        transport = self.transport
+        sock = getattr(transport, "socket", None)
+        if (sock is not None and not getattr(transport, "dataBuffer", b"x")
+                and not getattr(transport, "_tempDataBuffer", [b"x"]) and not transport.disconnecting):
+            try:
+                sent = sock.send(data)
+            except OSError:
+                sent = 0  # would block, or a broken connection the transport will notice
+            self.bytes_out += sent
+            data = data[sent:]
+            if not data:
+                return
+        self.send_raw(data)
+
     def sendLine(self, line):
         self.send_raw(line + b"\r\n")
 
@@ -326,7 +352,7 @@ class IMAPServer(IMAP4Server):
     def mailbox_changed(self):
         """Store listener hook: push queued changes at once while idling (RFC 2177)."""
         if self.idling and self.selected is not None and not self._closed:
-            self.selected.send_updates(self, expunges=True)
+            self.selected.send_updates(self, expunges=True, write=self.push)
 
     async def poll(self, send=False):
         """Sync the selected folder with the disk so that others' changes get queued (NOOP, CHECK, IDLE)."""
