@@ -144,8 +144,10 @@ class Folder:
         self._stamps = {"new": None, "cur": None}  # trusted mtimes of those reads
         self._view_base = {}    # base -> uid of the messages in the view
         self._pending = set()   # bases to look at again on the next sync
-        self._by_uid = {}       # uid -> Message
-        self._sorted = None     # cached ascending list of Message
+        # (uid -> Message, ascending list or None): replaced whole, never
+        # changed in place, so the reactor thread can read it without a lock
+        # while a sync runs in a worker thread.
+        self._snapshot = ({}, [])
         self._info_cache = {}   # info letters -> flags
         self._synced = False
         self._tmp_cleaned = 0.0
@@ -164,16 +166,29 @@ class Folder:
         """The UID the next message will get (after the first sync)."""
         return self._uidlist.next_uid
 
+    @property
+    def _by_uid(self):
+        return self._snapshot[0]
+
+    def _publish(self, view):
+        self._snapshot = (view, None)
+
     def messages(self):
-        """Return the messages of the last sync as a list in ascending UID order."""
-        with self._lock:
-            if self._sorted is None:
-                self._sorted = [self._by_uid[uid] for uid in sorted(self._by_uid)]
-            return self._sorted
+        """Return the messages of the last sync in ascending UID order.  Memory only, lock-free.
+
+        The list is shared: do not modify it.
+        """
+        snapshot = self._snapshot
+        if snapshot[1] is None:
+            view = snapshot[0]
+            snapshot = (view, [view[uid] for uid in sorted(view)])
+            if self._snapshot[0] is view:
+                self._snapshot = snapshot
+        return snapshot[1]
 
     def get(self, uid):
-        """Return the :class:`Message` with ``uid``, or None."""
-        return self._by_uid.get(uid)
+        """Return the :class:`Message` with ``uid``, or None.  Memory only, lock-free."""
+        return self._snapshot[0].get(uid)
 
     def exists(self):
         """Return True when the folder's directory exists.  Blocks (one stat)."""
@@ -181,11 +196,10 @@ class Folder:
 
     def status(self):
         """Return a :class:`Status` of the last sync (IMAP STATUS, POP3 STAT).  Memory only."""
-        with self._lock:
-            messages = self.messages()
-            return Status(len(messages), sum(1 for m in messages if "\\Seen" not in m.flags),
-                          sum(m.size for m in messages), sum(m.vsize for m in messages),
-                          self.uidnext, self.uidvalidity)
+        messages = self.messages()
+        return Status(len(messages), sum(1 for m in messages if "\\Seen" not in m.flags),
+                      sum(m.size for m in messages), sum(m.vsize for m in messages),
+                      self.uidnext, self.uidvalidity)
 
     # -- listeners ---------------------------------------------------------
 
@@ -359,7 +373,7 @@ class Folder:
 
     def _update_view(self, candidates, gone):
         """Apply the new state of ``candidates`` (bases) to the view; return :class:`Changes`."""
-        view, view_base, by_base = self._by_uid, self._view_base, self._uidlist.by_base
+        view, view_base, by_base = dict(self._by_uid), self._view_base, self._uidlist.by_base
         added, expunged, flagged = [], [], []
         # Removals first: after a renumbering a UID may pass from one base to another.
         for base in candidates & view_base.keys() if view_base else ():
@@ -405,7 +419,7 @@ class Folder:
             elif previous.flags != message.flags:
                 flagged.append(message)
         if added or expunged or flagged:
-            self._sorted = None
+            self._publish(view)
         self._synced = True
         added.sort()
         flagged.sort()
@@ -519,12 +533,19 @@ class Folder:
         with self._lock:
             self._ensure_synced()
             letters = self.keywords.letters_for(words, create=mode != "remove")
-            changed = []
+            changed, renamed = [], []
             for uid in uids:
+                before = self._by_uid.get(uid)
                 message = self._rename_flags(uid, system, letters, mode)
                 if message is not None:
-                    changed.append(message)
-            self._sorted = None
+                    renamed.append(message)
+                    if before is None or message.flags != before.flags:
+                        changed.append(message)
+            if renamed:
+                view = dict(self._by_uid)
+                for message in renamed:
+                    view[message.uid] = message
+                self._publish(view)
         changes = Changes(flagged=tuple(changed))
         self._announce(changes)
         return changed
@@ -556,10 +577,9 @@ class Folder:
                 continue
             updated = Message(uid, message.base, "cur", new_name, message.size, message.vsize,
                               self._flags_for(info))
-            self._by_uid[uid] = updated
             self._dirs[message.subdir].pop(message.base, None)
             self._dirs["cur"][message.base] = new_name
-            return updated if updated.flags != message.flags else None
+            return updated
         return None
 
     def expunge(self, uids):
@@ -588,11 +608,13 @@ class Folder:
                         continue
                 removed.append(uid)
                 freed += message.size
-                del self._by_uid[uid]
                 self._view_base.pop(message.base, None)
                 self._dirs[message.subdir].pop(message.base, None)
             if removed:
-                self._sorted = None
+                view = dict(self._by_uid)
+                for uid in removed:
+                    view.pop(uid, None)
+                self._publish(view)
                 self._drop(removed)
         if removed and self.mailbox is not None:
             self.mailbox.quota.update(-freed, -len(removed))
@@ -642,9 +664,10 @@ class Folder:
             known = self._synced and uid not in self._by_uid
             if known:
                 self._dirs[subdir][delivered.base] = delivered.name
-                self._by_uid[uid] = message
+                view = dict(self._by_uid)
+                view[uid] = message
+                self._publish(view)
                 self._view_base[delivered.base] = uid
-                self._sorted = None
         if known:
             self._announce(Changes(added=(message,)))
         return message
