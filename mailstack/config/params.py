@@ -411,6 +411,18 @@ _ALL += _group(
      "Who gets postmaster copies of delay warnings (notify_classes = delay)."),
     ("error_notice_recipient", T.STRING, "postmaster",
      "Who gets notices of resource and software problems."),
+    ("smtp_helo_name", T.STRING, "$myhostname",
+     "The name the SMTP client sends in EHLO/HELO."),
+    ("smtp_connect_timeout", T.Time(unit="s"), "30s",
+     "How long the SMTP client waits for a TCP connection to complete."),
+    ("smtp_helo_timeout", T.Time(unit="s"), "300s",
+     "How long the SMTP client waits for the greeting and for each reply before DATA's end."),
+    ("smtp_data_done_timeout", T.Time(unit="s"), "600s",
+     "How long the SMTP client waits for the reply to the end of the message."),
+    ("smtp_tls_security_level", T.Choice("", "none", "may", "encrypt"), "",
+     "SMTP client TLS: none, may (STARTTLS when offered, unverified) or encrypt (STARTTLS required)."),
+    ("smtp_dns_servers", T.LIST, "",
+     "DNS servers (address or address:port) the SMTP client asks for MX and A records; empty: /etc/resolv.conf."),
 )
 
 _ALL += _group(

@@ -8,12 +8,15 @@ shared queue, store, tables and auth service, with the transports:
 =========  ==========================================================
 local      :class:`mailstack.agents.local.LocalAgent` (``mydestination``)
 virtual    :class:`mailstack.agents.virtual.VirtualAgent` (``virtual_mailbox_domains``)
+smtp       :class:`mailstack.agents.smtp.SMTPAgent` (MX lookup, ``relayhost``)
+relay      the same, for ``relay_domains``
 error      :class:`mailstack.agents.simple.ErrorAgent`
 discard    :class:`mailstack.agents.simple.DiscardAgent`
 =========  ==========================================================
 
-Mail resolved to a transport that is not built here (``smtp``, ``relay``)
-is deferred with ``mail transport unavailable`` and stays queued.
+Mail resolved to a transport that is not built here (a name from
+``transport_maps`` that mailstack does not know) is deferred with ``mail
+transport unavailable`` and stays queued.
 
 Stopping the service waits for deliveries under way to finish; messages
 still active are recovered from ``active/`` at the next start.
@@ -31,6 +34,7 @@ from twisted.application import service
 from mailstack.agents.local import LocalAgent, qualified_users
 from mailstack.agents.mailbox import StoreMailboxes
 from mailstack.agents.simple import DiscardAgent, ErrorAgent
+from mailstack.agents.smtp import SMTPAgent
 from mailstack.agents.virtual import VirtualAgent
 from mailstack.bounce.notices import Bouncer
 from mailstack.queue.qmgr import QueueManager
@@ -90,6 +94,10 @@ TRANSPORTS = (
               "local delivery: aliases, .forward, maildir, commands, files"),
     Transport("virtual", lambda p: VirtualAgent(p.config, p.mailboxes, p.maps("virtual_mailbox_maps"), p.users),
               "virtual mailbox domains to maildir"),
+    Transport("smtp", lambda p: SMTPAgent(p.config, p.ctx.reactor, name="smtp"),
+              "SMTP client: MX lookup or the next hop, STARTTLS"),
+    Transport("relay", lambda p: SMTPAgent(p.config, p.ctx.reactor, name="relay"),
+              "SMTP client for $relay_domains"),
     Transport("error", lambda p: ErrorAgent(), "always fail with the next-hop text"),
     Transport("discard", lambda p: DiscardAgent(), "always succeed, write nothing"),
 )

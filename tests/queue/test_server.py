@@ -23,7 +23,7 @@ def _maildir(config_dir, domain, user):
 @pytest.fixture
 def server(config_dir, tmp_path):
     """A queue-only server on an init'ed configuration (not started)."""
-    prepare(config_dir)
+    prepare(config_dir, extra="relayhost = [127.0.0.1]:1\n")
     srv = Server(config_dir, tmp_path / "maillog")
     yield srv
     srv.stop()
@@ -48,7 +48,7 @@ def test_sendmail_while_stopped_then_delivery_and_pflogsumm(server, config_dir):
     assert b"Bcc:" not in bcc_copy and b"\n.\nmore\n" in bcc_copy
     assert "mailstack/pickup[" in log and " uid=0 from=<root@example.test>" in log
     assert 'status=bounced (unknown user: "nobody@example.test")' in log
-    assert "status=deferred (mail transport unavailable)" in log
+    assert "status=deferred (connect to 127.0.0.1[127.0.0.1]:1: Connection refused)" in log
     summary = subprocess.run(["pflogsumm", "--syslog-name=mailstack", str(server.log_path)],
                              capture_output=True, text=True, timeout=30).stdout
     totals = {}

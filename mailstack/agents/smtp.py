@@ -1,0 +1,382 @@
+# -*- test-case-name: tests.agents.test_smtp -*-
+"""The SMTP client delivery agent (Postfix smtp(8)): MX lookup, ESMTP, STARTTLS, per-recipient replies.
+
+One request is one SMTP transaction: the message to every recipient of
+the request, which the queue manager grouped by next hop.
+
+**Next hop.**  ``domain`` or ``host``: MX lookup (RFC 5321 §5.1), the
+hosts in preference order, the domain's own address when it has no MX;
+``[host]`` or ``[192.0.2.1]``: no MX lookup; ``:port`` after either
+chooses the port (default 25).  DNS runs through dnspython in the
+reactor's thread pool (``smtp_dns_servers``, else ``/etc/resolv.conf``).
+A name that does not exist bounces (``5.4.4``); a DNS failure defers
+(``4.4.3``).
+
+**Session.**  Greeting, ``EHLO`` (``HELO`` when EHLO is refused),
+``STARTTLS`` per ``smtp_tls_security_level`` (``may``: when offered, not
+verified; ``encrypt``: required), ``MAIL FROM`` with ``SIZE`` and
+``BODY=8BITMIME`` when offered, ``RCPT TO`` per recipient (each reply
+decides that recipient), ``DATA`` with CRLF line ends and dot-stuffing
+(RFC 5321 §4.5.2), ``QUIT``.  A host that cannot be reached, or that
+answers the greeting, EHLO or MAIL with 4xx, makes the agent try the next
+MX host; when all fail the recipients are deferred with the last reason
+(``connect to mx.example.com[192.0.2.1]:25: Connection refused``).  A 5xx
+reply bounces (``host mx[ip] said: 550 ... (in reply to RCPT TO
+command)``).  ``relay=`` in the log is ``host[ip]:port``.
+
+Parameters read: ``smtp_helo_name``, ``smtp_connect_timeout``,
+``smtp_helo_timeout``, ``smtp_data_done_timeout``,
+``smtp_tls_security_level``, ``smtp_dns_servers``, ``inet_protocols``.
+"""
+
+import socket
+
+from twisted.internet import defer, endpoints, error, ssl
+from twisted.protocols.basic import LineOnlyReceiver
+
+from mailstack.agents.base import DeliveryStatus
+
+PARAMS = ("smtp_helo_name", "smtp_connect_timeout", "smtp_helo_timeout", "smtp_data_done_timeout",
+          "smtp_tls_security_level", "smtp_dns_servers", "inet_protocols")
+
+
+class _Failure(Exception):
+    """A failure that ends the session (or the attempt on one host)."""
+
+    def __init__(self, dsn, text, remote="", try_next=False):
+        super().__init__(text)
+        self.dsn, self.text, self.remote, self.try_next = dsn, text, remote, try_next
+
+    @property
+    def temporary(self):
+        return self.dsn.startswith("4")
+
+
+def parse_nexthop(nexthop, default_port=25):
+    """Split a next hop into (host, port, mx_lookup).
+
+    ``[host]`` disables the MX lookup; a ``:port`` suffix sets the port.
+    """
+    host, port = nexthop.strip(), default_port
+    if host.startswith("["):
+        end = host.find("]")
+        rest = host[end + 1:]
+        host = host[1:end]
+        if rest.startswith(":") and rest[1:].isdigit():
+            port = int(rest[1:])
+        return host, port, False
+    if host.count(":") == 1:
+        name, _, number = host.partition(":")
+        if number.isdigit():
+            host, port = name, int(number)
+    return host, port, True
+
+
+def _is_ip(text):
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, text)
+            return True
+        except OSError:
+            continue
+    return False
+
+
+class DNSLookup:
+    """MX and address lookups with dnspython, in the reactor's thread pool.
+
+    Args:
+        reactor: runs the blocking queries in its thread pool.
+        servers: ``["127.0.0.1:5353", ...]``; empty for ``/etc/resolv.conf``.
+        ipv6: also ask for AAAA records.
+    """
+
+    def __init__(self, reactor, servers=(), ipv6=False):
+        import dns.resolver
+        self._reactor = reactor
+        self._ipv6 = ipv6
+        if servers:
+            resolver = dns.resolver.Resolver(configure=False)
+            resolver.nameservers = [s.rpartition(":")[0] if s.count(":") == 1 else s for s in servers]
+            ports = [int(s.rpartition(":")[2]) for s in servers if s.count(":") == 1]
+            if ports:
+                resolver.port = ports[0]
+        else:
+            resolver = dns.resolver.Resolver()
+        resolver.lifetime = 10.0
+        self._resolver = resolver
+
+    def _query(self, name, rdtype):
+        """Return the answer's records, [] when the name has no such records.  Blocks.
+
+        Raises:
+            _Failure: 5.4.4 when the name does not exist, 4.4.3 when DNS fails.
+        """
+        import dns.exception
+        import dns.resolver
+        try:
+            return list(self._resolver.resolve(name, rdtype, search=False))
+        except dns.resolver.NXDOMAIN:
+            raise _Failure("5.4.4", "Host or domain name not found. Name service error for name=%s type=%s: "
+                           "Host not found" % (name, rdtype)) from None
+        except dns.resolver.NoAnswer:
+            return []
+        except (dns.resolver.NoNameservers, dns.exception.Timeout) as err:
+            raise _Failure("4.4.3", "Host or domain name not found. Name service error for name=%s type=%s: "
+                           "Host not found, try again (%s)" % (name, rdtype, err.__class__.__name__)) from None
+
+    def _addresses(self, host):
+        if _is_ip(host):
+            return [host]
+        found = [r.address for r in self._query(host, "A")]
+        if self._ipv6:
+            try:
+                found += [r.address for r in self._query(host, "AAAA")]
+            except _Failure:
+                pass
+        return found
+
+    def _targets(self, host, mx):
+        if not mx or _is_ip(host):
+            addresses = self._addresses(host)
+            if not addresses:
+                raise _Failure("5.4.4", "Host or domain name not found. Name service error for name=%s type=A: "
+                               "Host found but no data record of requested type" % host)
+            return [(host, a) for a in addresses]
+        records = sorted(self._query(host, "MX"), key=lambda r: r.preference)
+        if not records:  # RFC 5321 §5.1: no MX, the domain itself is the implicit MX
+            return self._targets(host, False)
+        targets = []
+        for record in records:
+            name = record.exchange.to_text(omit_final_dot=True)
+            if name in ("", "."):  # RFC 7505 null MX
+                raise _Failure("5.1.10", "Domain %s does not accept mail (nullMX)" % host)
+            try:
+                targets.extend((name, a) for a in self._addresses(name))
+            except _Failure:
+                continue
+        if not targets:
+            raise _Failure("4.4.3", "Host or domain name not found. No address for the MX hosts of %s" % host)
+        return targets
+
+    def targets(self, host, mx):
+        """Return a Deferred firing with ``[(hostname, ip), ...]`` to try in order."""
+        from twisted.internet.threads import deferToThreadPool
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._targets, host, mx)
+
+
+class _ClientProtocol(LineOnlyReceiver):
+    """Line transport with a queue of reply waiters; multi-line replies are joined."""
+
+    delimiter = b"\r\n"
+    MAX_LENGTH = 65536
+
+    def __init__(self):
+        self._lines = []
+        self._replies = []
+        self._waiters = []
+        self.lost = defer.Deferred()
+        self.connected_done = defer.Deferred()
+
+    def connectionMade(self):
+        self.connected_done.callback(self)
+
+    def lineReceived(self, line):
+        text = line.decode("utf-8", "replace")
+        self._lines.append(text)
+        if len(text) < 4 or text[3] != "-":
+            code = int(text[:3]) if text[:3].isdigit() else 0
+            reply = (code, [t[4:] for t in self._lines])
+            self._lines = []
+            if self._waiters:
+                self._waiters.pop(0).callback(reply)
+            else:
+                self._replies.append(reply)
+
+    def connectionLost(self, reason=None):
+        for waiter in self._waiters:
+            waiter.errback(_Failure("4.4.2", "lost connection"))
+        self._waiters = []
+        if not self.lost.called:
+            self.lost.callback(None)
+
+    def reply(self, reactor, timeout):
+        if self._replies:
+            return defer.succeed(self._replies.pop(0))
+        waiter = defer.Deferred()
+        self._waiters.append(waiter)
+        waiter.addTimeout(timeout, reactor)
+        return waiter
+
+    def command(self, text):
+        self.sendLine(text.encode("utf-8"))
+
+
+def _said(host, ip, code, lines, command):
+    return "host %s[%s] said: %d %s (in reply to %s command)" % (host, ip, code, " ".join(lines), command)
+
+
+def _dsn_of(code, lines):
+    first = lines[0].split(" ", 1)[0] if lines else ""
+    if first[:1] in "245" and first.count(".") == 2:
+        return first
+    return "%d.0.0" % (code // 100)
+
+
+def wire_format(content):
+    """Return LF content as CRLF lines with dot-stuffing (RFC 5321 §4.5.2), ending in CRLF."""
+    lines = content.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return b"".join((b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines)
+
+
+class SMTPAgent:
+    """Deliver over SMTP to the next hop of a request.
+
+    Args:
+        config: the main.cf configuration.
+        reactor: for connections, timers and the DNS thread pool.
+        dns: a :class:`DNSLookup` (built from the configuration when None).
+        name: the transport name used in logs (``smtp`` or ``relay``).
+    """
+
+    def __init__(self, config, reactor, dns=None, name="smtp"):
+        self.config = config
+        self.reactor = reactor
+        self.name = name
+        self.dns = dns or DNSLookup(reactor, config["smtp_dns_servers"],
+                                    config["inet_protocols"] in ("all", "ipv6"))
+
+    async def deliver(self, request):
+        host, port, mx = parse_nexthop(request.nexthop)
+        try:
+            targets = await self.dns.targets(host, mx)
+        except _Failure as err:
+            return self._all(request.recipients, err, "none")
+        last = _Failure("4.4.1", "no route to %s" % host)
+        relay = "none"
+        for name, ip in targets:
+            relay = "%s[%s]:%d" % (name, ip, port)
+            try:
+                return await self._session(request, name, ip, port, relay)
+            except _Failure as err:
+                last = err
+                if not (err.try_next or err.temporary):
+                    return self._all(request.recipients, err, relay)
+        return self._all(request.recipients, last, relay if last.remote else "none")
+
+    def _all(self, recipients, failure, relay):
+        action = "deferred" if failure.temporary else "bounced"
+        return [DeliveryStatus(r.index, action, failure.dsn, failure.text, relay, failure.remote)
+                for r in recipients]
+
+    async def _connect(self, name, ip, port):
+        cls = endpoints.TCP6ClientEndpoint if ":" in ip else endpoints.TCP4ClientEndpoint
+        endpoint = cls(self.reactor, ip, port, timeout=self.config["smtp_connect_timeout"])
+        try:
+            return await endpoints.connectProtocol(endpoint, _ClientProtocol())
+        except (error.ConnectError, error.TimeoutError, OSError) as err:
+            reason = getattr(err, "osError", None) or err
+            text = getattr(reason, "strerror", None) or str(err.__class__.__name__)
+            if isinstance(err, error.ConnectionRefusedError):
+                text = "Connection refused"
+            elif isinstance(err, error.TimeoutError):
+                text = "Connection timed out"
+            raise _Failure("4.4.1", "connect to %s[%s]:%d: %s" % (name, ip, port, text), try_next=True) from None
+
+    async def _expect(self, proto, name, ip, command, timeout=None, ok=(2,)):
+        try:
+            code, lines = await proto.reply(self.reactor, timeout or self.config["smtp_helo_timeout"])
+        except defer.TimeoutError:
+            raise _Failure("4.4.2", "conversation with %s[%s] timed out while %s" % (
+                name, ip, "receiving the initial server greeting" if command == "greeting"
+                else "sending " + command), try_next=command in ("greeting", "EHLO")) from None
+        except _Failure as err:
+            raise _Failure("4.4.2", "%s with %s[%s] while %s" % (
+                err.text, name, ip, "receiving the initial server greeting" if command == "greeting"
+                else "sending " + command), try_next=command in ("greeting", "EHLO")) from None
+        if code // 100 not in ok:
+            said = _said(name, ip, code, lines, command if command != "greeting" else "initial greeting")
+            dsn = _dsn_of(code, lines)
+            if code // 100 == 4 and dsn[0] != "4":
+                dsn = "4" + dsn[1:]
+            if code // 100 == 5 and dsn[0] != "5":
+                dsn = "5" + dsn[1:]
+            raise _Failure(dsn, said, remote="%d %s" % (code, " ".join(lines)),
+                           try_next=code // 100 == 4 and command in ("greeting", "EHLO", "MAIL FROM"))
+        return code, lines
+
+    async def _hello(self, proto, name, ip):
+        helo = self.config["smtp_helo_name"]
+        proto.command("EHLO " + helo)
+        try:
+            _, lines = await self._expect(proto, name, ip, "EHLO")
+            return {line.split(" ", 1)[0].upper(): line for line in lines[1:]}
+        except _Failure as err:
+            if not err.remote.startswith("5"):
+                raise
+        proto.command("HELO " + helo)
+        await self._expect(proto, name, ip, "HELO")
+        return {}
+
+    async def _session(self, request, name, ip, port, relay):
+        proto = await self._connect(name, ip, port)
+        try:
+            return await self._transaction(proto, request, name, ip, relay)
+        finally:
+            if proto.transport is not None and proto.transport.connected:
+                try:
+                    proto.command("QUIT")
+                except Exception:
+                    pass
+                proto.transport.loseConnection()
+
+    async def _transaction(self, proto, request, name, ip, relay):
+        await self._expect(proto, name, ip, "greeting")
+        extensions = await self._hello(proto, name, ip)
+        level = self.config["smtp_tls_security_level"]
+        if level in ("may", "encrypt") and "STARTTLS" in extensions:
+            proto.command("STARTTLS")
+            await self._expect(proto, name, ip, "STARTTLS")
+            proto.transport.startTLS(ssl.CertificateOptions())
+            extensions = await self._hello(proto, name, ip)
+        elif level == "encrypt":
+            raise _Failure("4.7.4", "TLS is required, but was not offered by host %s[%s]" % (name, ip))
+        content = wire_format(await request.read_content())
+        mail = "MAIL FROM:<%s>" % request.envelope.sender
+        if "SIZE" in extensions:
+            mail += " SIZE=%d" % len(content)
+        if request.envelope.body_type == "8BITMIME" and "8BITMIME" in extensions:
+            mail += " BODY=8BITMIME"
+        if request.envelope.smtputf8 and "SMTPUTF8" in extensions:
+            mail += " SMTPUTF8"
+        proto.command(mail)
+        await self._expect(proto, name, ip, "MAIL FROM")
+        statuses, accepted = [], []
+        for rcpt in request.recipients:
+            proto.command("RCPT TO:<%s>" % rcpt.address)
+            try:
+                await self._expect(proto, name, ip, "RCPT TO")
+                accepted.append(rcpt)
+            except _Failure as err:
+                if err.dsn == "4.4.2":
+                    raise
+                action = "deferred" if err.temporary else "bounced"
+                statuses.append(DeliveryStatus(rcpt.index, action, err.dsn, err.text, relay, err.remote))
+        if not accepted:
+            proto.command("RSET")
+            return statuses
+        proto.command("DATA")
+        await self._expect(proto, name, ip, "DATA", ok=(3,))
+        proto.transport.write(content + b".\r\n")
+        try:
+            code, lines = await self._expect(proto, name, ip, "end of DATA",
+                                             timeout=self.config["smtp_data_done_timeout"])
+        except _Failure as err:
+            action = "deferred" if err.temporary else "bounced"
+            return statuses + [DeliveryStatus(r.index, action, err.dsn, err.text, relay, err.remote)
+                               for r in accepted]
+        text = "%d %s" % (code, " ".join(lines))
+        dsn = _dsn_of(code, lines)
+        return statuses + [DeliveryStatus(r.index, "sent", dsn, text, relay, text) for r in accepted]
