@@ -141,3 +141,27 @@ async def test_plaintext_auth_refused_off_tls(smtpd, level):
                            b"221 ")).decode()
     assert "250-AUTH PLAIN LOGIN" in out
     assert "235 2.7.0 Authentication successful" in out
+
+
+@pytest_twisted.ensureDeferred
+async def test_smtps_implicit_tls_auth(smtp_config_dir):
+    """smtps (implicit TLS, port 465 style): the session is TLS from the start, AUTH works, no STARTTLS offered."""
+    from tests.smtpd.harness import start_smtpd
+    server = await start_smtpd(smtp_config_dir, service="smtps", implicit_tls=True, smtpd_sasl_auth_enable="yes",
+                               smtpd_relay_restrictions="permit_sasl_authenticated,reject", auth_failure_delay="0",
+                               mynetworks="192.0.2.0/24")
+    try:
+        def send():
+            context = ssl.create_default_context(cafile=str(smtp_config_dir / "tls/ca.pem"))
+            with smtplib.SMTP_SSL("127.0.0.1", server.port, context=context, timeout=10) as client:
+                client.ehlo("c")
+                features = dict(client.esmtp_features)
+                client.login("joe@example.test", PASSWORD)
+                client.sendmail("joe@example.test", ["far@remote.example"], b"Subject: smtps\r\n\r\nx\r\n")
+                return features
+        features = await in_thread(send)
+        assert "starttls" not in features and "PLAIN" in features["auth"]
+        [queued] = server.queued()
+        assert queued.envelope.protocol == "ESMTPSA"
+    finally:
+        await server.stop()
