@@ -49,8 +49,10 @@ class SMTPPeer(smtp.SMTPFactory):
 
     protocol = smtp.ESMTP
 
-    def __init__(self):
+    def __init__(self, tls_options=None):
         super().__init__()
+        self.tls_options = tls_options
+        self.protocols = []
         self.received = []
         self.reject = set()
         self.tempfail = set()
@@ -61,6 +63,8 @@ class SMTPPeer(smtp.SMTPFactory):
     def buildProtocol(self, addr):
         proto = super().buildProtocol(addr)
         proto.delivery = _Delivery(self)
+        proto.ctx = self.tls_options
+        self.protocols.append(proto)
         return proto
 
 

@@ -103,3 +103,30 @@ async def test_unreachable_host_defers(tmp_path, logs):
     line = logs.matching("to=<w@remote.test>")[0]
     assert "relay=none" in line
     assert "dsn=4.4.1, status=deferred (connect to 127.0.0.1[127.0.0.1]:1: Connection refused)" in line
+
+
+@pytest_twisted.ensureDeferred
+async def test_starttls_encrypt(tmp_path, logs):
+    """With smtp_tls_security_level = encrypt the client uses STARTTLS, and refuses a server without it."""
+    import trustme
+    from mailstack.util import tls
+    cert = trustme.CA().issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    options = tls.server_options(str(tmp_path / "server.pem"), str(tmp_path / "server.pem"), "tlsv1.2")
+    factory = SMTPPeer(tls_options=options)
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    plain = SMTPPeer()
+    plain_port = reactor.listenTCP(0, plain, interface="127.0.0.1")
+    try:
+        await _deliver(tmp_path, "relayhost = [127.0.0.1]:%d\nsmtp_tls_security_level = encrypt\n"
+                       % port.getHost().port, ["tls@remote.test"])
+        await _deliver(tmp_path, "relayhost = [127.0.0.1]:%d\nsmtp_tls_security_level = encrypt\n"
+                       % plain_port.getHost().port, ["plain@remote.test"])
+    finally:
+        port.stopListening()
+        plain_port.stopListening()
+    assert [r for _, r, _ in factory.received] == ["tls@remote.test"]
+    assert factory.protocols[0].startedTLS
+    assert not plain.received
+    assert "dsn=4.7.4, status=deferred (TLS is required, but was not offered by host 127.0.0.1[127.0.0.1])" \
+        in logs.matching("to=<plain@remote.test>")[0]
