@@ -167,3 +167,31 @@ def test_mailstack_reads_dovecot_maildir(site):
     assert new.uid == 5 and [m.uid for m in inbox.messages()] == [1, 2, 5]
     out = dovecot(site, "a SELECT INBOX", "b UID FETCH 1:* (UID FLAGS)")
     assert fetched(out) == {m.uid: m.flags for m in inbox.messages()}
+
+
+def test_concurrent_uid_assignment_with_dovecot(site):
+    """Dovecot APPENDing while mailstack delivers: the dot-lock keeps every UID unique, both agree."""
+    os.makedirs(site["maildir"])
+    dovecot(site, "a SELECT INBOX")  # Dovecot creates its uidlist and index, owned by its user
+    count = 60
+    script = "".join(append("INBOX", "Subject: dovecot %d\n\nx\n" % i) + "\r\n" for i in range(count))
+    env = {"USER": "alice", "HOME": site["base"], "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen([IMAP, "-c", os.path.join(site["base"], "dovecot.conf")], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdin.write((script + "zz LOGOUT\r\n").encode())
+    proc.stdin.flush()
+    mb = _store(site)
+    inbox = mb.folder()
+    for i in range(count):
+        mb.deliver(b"Subject: mailstack %d\n\nx\n" % i)
+        if i % 10 == 0:
+            inbox.sync()
+    out, err = proc.communicate(timeout=60)
+    assert out.count(b"a OK [APPENDUID") == count, out[-500:]
+    inbox.sync()
+    uids = [m.uid for m in inbox.messages()]
+    assert uids == list(range(1, 2 * count + 1))
+    subjects = {inbox.read(uid).split(b"\n")[0] for uid in uids}
+    assert len(subjects) == 2 * count
+    listed = dovecot(site, "a SELECT INBOX", "b UID FETCH 1:* (UID FLAGS)")
+    assert sorted(fetched(listed)) == uids
