@@ -82,9 +82,10 @@ async def test_in_process_changes_notify_at_once(live_store, tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_other_process_changes_via_inotify(live_store, tmp_path):
     """A delivery, re-flag and delete by another process are seen through inotify within moments."""
+    if live_store.inotify() is None:
+        pytest.skip("inotify is not available here (the polling test covers this case)")
     listener = Recorder()
     mb, inbox = await _open(live_store, tmp_path, listener)
-    assert live_store.inotify() is not None
     script = ("import sys; from mailstack.store import maildir; "
               "print(maildir.deliver(sys.argv[1], b'x\\n', fsync=False).name)")
     started = time.monotonic()
@@ -123,14 +124,15 @@ async def test_ten_thousand_listeners_share_one_watch(live_store, tmp_path):
     mb, inbox = await _open(live_store, tmp_path, listeners[0])
     for listener in listeners[1:]:
         inbox.add_listener(listener)
-    assert len(live_store.inotify()._watchpoints) == 2
+    notifier = live_store.inotify()
+    assert notifier is None or len(notifier._watchpoints) == 2
     started = time.monotonic()
     message = await mb.deliver_async(b"to everyone\n")
     assert all(listener.added == [message.uid] for listener in listeners)
     assert time.monotonic() - started < 2
     for listener in listeners:
         inbox.remove_listener(listener)
-    assert not inbox.watch.running and len(live_store.inotify()._watchpoints) == 0
+    assert not inbox.watch.running and (notifier is None or len(notifier._watchpoints) == 0)
 
 
 @pytest_twisted.ensureDeferred
