@@ -663,9 +663,13 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
         if not arg or " " in arg:
             return (500, "5.5.4", "Syntax: ETRN domain")
         domain = arg.lstrip("@#").lower()
-        if not domain or not self.server.fast_flush(domain):
+        if not domain or not self.server.fast_flush_allowed(domain):
             return (459, "4.3.0", "<%s>: service unavailable" % arg)
-        return (250, "2.0.0", "Queuing started")
+
+        async def run():
+            await self.server.fast_flush(domain)
+            return (250, "2.0.0", "Queuing started")
+        return run()
 
     # -- STARTTLS (RFC 3207) ----------------------------------------------------
 

@@ -169,13 +169,23 @@ class SMTPServer:
     def connection_count(self, address):
         return self._connections.get(address, 0)
 
-    def fast_flush(self, domain):
-        """ETRN: wake the queue for ``domain`` when it is in ``fast_flush_domains``; return whether it was."""
-        if not self._fast_flush.contains_now(domain):
-            return False
-        if self.queue is not None:
-            self.queue.notify()
-        return True
+    def fast_flush_allowed(self, domain):
+        """Whether ETRN may ask for a queue run for ``domain`` (``fast_flush_domains``)."""
+        return self._fast_flush.contains_now(domain)
+
+    async def fast_flush(self, domain):
+        """ETRN: make deferred mail for ``domain`` due now, as ``postqueue -s domain`` does.
+
+        Returns:
+            the number of deferred messages made due.
+        """
+        from mailstack.admin.queue import request_flush, site_messages
+        queue = self.queue
+        count = await queue.in_thread(lambda: request_flush(queue, site_messages(queue, domain)))
+        queue.notify()
+        log.info("ETRN {domain}: {count} deferred message(s) due now", domain=domain, count=count,
+                 service=self.service_name)
+        return count
 
 
 class SMTPServerFactory(ServerFactory):

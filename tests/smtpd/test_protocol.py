@@ -243,13 +243,23 @@ async def test_recipient_limit(smtpd):
 
 @pytest_twisted.ensureDeferred
 async def test_etrn(smtpd):
-    """ETRN is accepted for fast_flush_domains only."""
+    """ETRN makes deferred mail for a fast_flush_domains site due now; other domains get 459."""
+    import os
+    import time
+    from mailstack.queue import Envelope, Recipient
+    from mailstack.queue import qfile
     server = await smtpd(relay_domains="relay.example")
+    path = os.path.join(server.queue_directory, "deferred", "4jETRNtest0001")
+    qfile.write_file(path, b"Subject: later\n\nx\n", Envelope("a@example.org", [Recipient("b@relay.example")]))
+    later = time.time() + 3600
+    os.utime(path, (later, later))
     out = (await in_thread(_transcript, server.port,
                            b"EHLO c\r\nETRN relay.example\r\nETRN other.example\r\nETRN\r\nQUIT\r\n")).decode()
     assert "250 2.0.0 Queuing started" in out
     assert "459 4.3.0 <other.example>: service unavailable" in out
     assert "500 5.5.4 Syntax: ETRN domain" in out
+    assert os.stat(path).st_mtime <= time.time()
+    assert server.logs.grep("ETRN relay.example: 1 deferred message(s) due now")
 
 
 @pytest_twisted.ensureDeferred
