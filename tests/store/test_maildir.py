@@ -80,3 +80,30 @@ def test_info_letters_sorted_and_split():
     assert maildir.info_letters({"\\Seen", "\\Draft", "\\Answered", "\\Flagged", "\\Deleted"}, "ca") == "DFRSTac"
     flags, keywords, other = maildir.split_info("FPSab")
     assert flags == {"\\Flagged", "\\Seen"} and keywords == "ab" and other == "P"
+
+
+def test_killed_writer_leaves_no_partial_message(tmp_path):
+    """A delivering process killed mid-write leaves only complete messages in new/ (partial ones stay in tmp/)."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import subprocess_env
+
+    md = maildir.ensure(str(tmp_path / "Maildir"))
+    script = ("import sys; from mailstack.store import maildir\n"
+              "data = b'x' * (4 << 20) + b'\\n'\n"
+              "print('ready', flush=True)\n"
+              "while True: maildir.deliver(sys.argv[1], data)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, md], env=subprocess_env(), stdout=subprocess.PIPE)
+    assert proc.stdout.readline() == b"ready\n"
+    deadline = time.monotonic() + 10
+    while len(os.listdir(os.path.join(md, "new"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    delivered = os.listdir(os.path.join(md, "new"))
+    assert len(delivered) >= 2
+    for name in delivered:
+        assert os.path.getsize(os.path.join(md, "new", name)) == maildir.parse(name).size == (4 << 20) + 1
