@@ -110,14 +110,20 @@ def _measure(port, folder, log_reader, count, clients, size):
 
 
 class Mailstack:
-    """A mailstack server with smtp and qmgr services in a temporary directory."""
+    """A mailstack server with smtp and qmgr services in a temporary directory.
 
-    def __init__(self, directory):
+    With ``split``, two processes share the queue: one runs ``smtp``, the
+    other ``qmgr`` (its own configuration directory with the same main.cf),
+    which finds new mail by scanning incoming/ every ``qmgr_scan_interval``.
+    """
+
+    def __init__(self, directory, split=False):
         self.directory = directory
         self.config = os.path.join(directory, "etc")
         self.port = _free_port()
         self.log_path = os.path.join(directory, "maillog")
-        self.proc = None
+        self.split = split
+        self.procs = []
 
     def start(self):
         mailstack = os.path.join(BIN, "mailstack")
@@ -129,17 +135,31 @@ class Mailstack:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         subprocess.run([mailstack, "--config", self.config, "postmap", os.path.join(self.config, "virtual")],
                        check=True, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        with open(os.path.join(self.config, "master.cf"), "w") as handle:
-            handle.write("smtp tcp:%d:interface=127.0.0.1\nqmgr -\n" % self.port)
         with open(os.path.join(self.config, "main.cf"), "a") as handle:
-            handle.write("smtpd_tls_security_level = none\n")
+            handle.write("smtpd_tls_security_level = none\nqmgr_scan_interval = 0.05s\n")
+        configs = [self.config]
+        if self.split:
+            with open(os.path.join(self.config, "master.cf"), "w") as handle:
+                handle.write("smtp tcp:%d:interface=127.0.0.1\n" % self.port)
+            second = os.path.join(self.directory, "etc-qmgr")
+            shutil.copytree(self.config, second)
+            with open(os.path.join(second, "main.cf"), "a") as handle:
+                handle.write("config_directory = %s\n" % self.config)
+            with open(os.path.join(second, "master.cf"), "w") as handle:
+                handle.write("qmgr -\n")
+            configs.append(second)
+        else:
+            with open(os.path.join(self.config, "master.cf"), "w") as handle:
+                handle.write("smtp tcp:%d:interface=127.0.0.1\nqmgr -\n" % self.port)
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([os.path.join(BIN, "twistd"), "-n", "--pidfile=", "mailstack", "--config",
-                                      self.config], stdout=log, stderr=subprocess.STDOUT, env=_env())
+        for config in configs:
+            self.procs.append(subprocess.Popen([os.path.join(BIN, "twistd"), "-n", "--pidfile=", "mailstack",
+                                                "--config", config], stdout=log, stderr=subprocess.STDOUT,
+                                               env=_env()))
         log.close()
         deadline = time.monotonic() + 30
-        while "daemon started" not in self.log():
-            if time.monotonic() > deadline or self.proc.poll() is not None:
+        while self.log().count("daemon started") < len(configs):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
                 raise RuntimeError("mailstack did not start:\n" + self.log()[-2000:])
             time.sleep(0.05)
 
@@ -154,9 +174,11 @@ class Mailstack:
             return ""
 
     def stop(self):
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            proc.wait(timeout=30)
+        self.procs = []
 
 
 def _summary(name, results):
@@ -175,11 +197,12 @@ def main(argv=None):
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--size", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--split", action="store_true", help="run mailstack's smtp and qmgr as two processes")
     args = parser.parse_args(argv)
     base = tempfile.mkdtemp(prefix="mailstack-bench-")
     os.chmod(base, 0o755)
     results = {"mailstack": [], "postfix": []}
-    ms = Mailstack(os.path.join(base, "mailstack"))
+    ms = Mailstack(os.path.join(base, "mailstack"), args.split)
     pf = PostfixInstance(directory=os.path.join(base, "postfix"), mailboxes=[RECIPIENT])
     try:
         ms.start()
@@ -195,8 +218,8 @@ def main(argv=None):
         ms.stop()
         pf.stop()
         shutil.rmtree(base, ignore_errors=True)
-    print("%d messages of ~%d bytes, %d SMTP clients, median of %d runs" % (args.messages, args.size, args.clients,
-                                                                           args.runs))
+    print("%d messages of ~%d bytes, %d SMTP clients, median of %d runs%s"
+          % (args.messages, args.size, args.clients, args.runs, ", mailstack as two processes" if args.split else ""))
     print("%-10s %16s %16s %12s %12s" % ("server", "end-to-end", "SMTP accept", "delay p50", "delay p95"))
     ours = _summary("mailstack", results["mailstack"])
     theirs = _summary("postfix", results["postfix"])

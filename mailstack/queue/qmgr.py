@@ -126,6 +126,7 @@ class _Message:
         self.activated = activated
         self.flushed = flushed
         self.outstanding = 0
+        self.abandoned = False      # stopping: untried recipients stay pending in active/
         self.statuses = []          # (QueuedRecipient, DeliveryStatus)
         self._content = None
 
@@ -187,18 +188,46 @@ class QueueManager:
         self._every("deferred", self.config["queue_run_delay"], self._deferred_tick)
         self.wakeup()
 
-    def stop(self):
-        """Stop taking new work; return a Deferred that fires when running deliveries have finished."""
+    def stop(self, grace=10.0):
+        """Stop taking new work; return a Deferred that fires when running deliveries have finished.
+
+        Requests not yet started are dropped: their recipients stay pending
+        in ``active/`` and are recovered at the next start.  The Deferred
+        fires after ``grace`` seconds at the latest; deliveries still under
+        way then are recovered (and possibly repeated) the same way.
+        """
         self._running = False
         self.queue.remove_listener(self.wakeup)
         for call in list(self._timers.values()) + [self._wake_call]:
             if call is not None and call.active():
                 call.cancel()
         self._timers.clear()
+        for destination in self.destinations.values():
+            self._abandon(destination)
         if not self.active:
             return defer.succeed(None)
         self._drained = defer.Deferred()
-        return self._drained
+        drained = self._drained
+        timer = self.clock.callLater(grace, self._give_up, drained)
+        drained.addBoth(lambda result: (timer.cancel() if timer.active() else None, result)[1])
+        return drained
+
+    def _give_up(self, drained):
+        if self._drained is drained:
+            self._drained = None
+            log.warn("{count} message(s) still being delivered at shutdown; they stay in the active queue",
+                     count=len(self.active))
+            drained.callback(None)
+
+    def _abandon(self, destination):
+        """Drop a destination's queued requests (shutdown); finish messages left with nothing running."""
+        jobs, destination.jobs = destination.jobs, collections.deque()
+        for msg, _, _ in jobs:
+            msg.abandoned = True
+            msg.outstanding -= 1
+            if msg.outstanding == 0:
+                defer.ensureDeferred(self._finish(msg)).addErrback(
+                    lambda f: log.failure("shutdown bookkeeping failed", f))
 
     def recover(self):
         """Put messages left in active/ back into incoming/ and remove dead writers' temporary files."""
@@ -443,6 +472,9 @@ class QueueManager:
     # -- delivery -----------------------------------------------------------
 
     def _dispatch(self, destination):
+        if not self._running:
+            self._abandon(destination)
+            return
         while destination.jobs and destination.busy < destination.window:
             job = destination.jobs.popleft()
             destination.busy += 1
@@ -527,7 +559,11 @@ class QueueManager:
             except QueueError as err:
                 log.warn("{queue_id}: cannot queue success notice: {error}", queue_id=queue_id, error=err)
         done = [q.offset for q, _ in sent + bounced]
-        if deferred:
+        if msg.abandoned:
+            # Shutdown: what was tried is recorded; the rest waits in active/ for recovery.
+            if done:
+                await self.queue.in_thread(qfile.mark_done, path, done)
+        elif deferred:
             if done:
                 await self.queue.in_thread(qfile.mark_done, path, done)
             await self._defer(msg, deferred)

@@ -270,3 +270,28 @@ async def test_delay_warning_sent_once(tmp_path, logs):
     await h.qmgr.stop()
     assert len(logs.matching("%s: sender delay notification:" % queue_id)) == 1
     assert qfile.read(h.queue.path("deferred", queue_id)).warning_time > 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_leaves_untried_mail_in_active_for_recovery(tmp_path, logs):
+    """Stopping waits for deliveries under way; requests not started stay in active/ and are delivered after restart."""
+    agent = RecordingAgent()
+    h = Harness(tmp_path, "default_transport = recording\ninitial_destination_concurrency = 1\n"
+                          "default_destination_concurrency_limit = 1\n", {"recording": agent})
+    h.qmgr.start()
+    first = await h.submit("a@example.org", ["one@remote.test"])
+    second = await h.submit("a@example.org", ["two@remote.test"])
+    await wait_until(lambda: len(agent.waiting) == 1 and len(h.qmgr.active) == 2, h.clock)
+    stopped = h.qmgr.stop()
+    assert not stopped.called
+    agent.release_all()
+    await stopped
+    assert logs.matching("%s: removed" % first)
+    assert h.queue.list("active") == [second]
+    restarted = Harness(tmp_path, "default_transport = recording\n", {"recording": agent})
+    restarted.qmgr.start()
+    await wait_until(lambda: len(agent.waiting) == 1, restarted.clock)
+    agent.release_all()
+    await wait_until(lambda: logs.matching("%s: removed" % second), restarted.clock)
+    await restarted.qmgr.stop()
+    assert agent.batches == [["one@remote.test"], ["two@remote.test"]]
