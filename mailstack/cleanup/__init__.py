@@ -13,9 +13,12 @@ DESCRIPTION
     is known from then on); :meth:`CleanupWriter.begin` writes the
     ``Received:`` header the way Postfix's smtpd does.  Content then streams through
     :class:`~mailstack.cleanup.headers.HeaderStream`, which holds only the
-    header block (at most ``header_size_limit`` bytes) and adds the missing
-    ``Message-ID:``, ``Date:``, ``From:`` and ``To:`` headers when the client
-    is one of ``local_header_rewrite_clients`` (or ``always_add_missing_headers``).
+    header block (at most ``header_size_limit`` bytes).  When the client is
+    one of ``local_header_rewrite_clients`` it rewrites the addresses in
+    From:, To:, Cc: and the like (trivial-rewrite, canonical maps that answer
+    from memory, masquerading) and adds the missing ``Message-ID:``,
+    ``Date:``, ``From:`` and ``To:`` headers (added for every client with
+    ``always_add_missing_headers``).
     :meth:`CleanupWriter.finish` rewrites the envelope
     (:mod:`mailstack.cleanup.rewrite`: trivial-rewrite, canonical,
     masquerade, virtual aliases, BCC), logs ``QUEUEID: message-id=<...>``
@@ -37,12 +40,17 @@ import time
 
 from twisted.logger import Logger
 
-from mailstack.cleanup.headers import HeaderStream
+from mailstack.cleanup.headers import HeaderStream, split_header_block
 from mailstack.cleanup.rewrite import AddressRewriter
 from mailstack.common.address import quote_address
 from mailstack.queue import Recipient
 
 log = Logger(namespace="mailstack.cleanup")
+
+# Header fields whose addresses are rewritten, by masquerade/canonical class.
+_SENDER_FIELDS = (b"from", b"sender", b"reply-to", b"resent-from", b"resent-sender", b"resent-reply-to",
+                  b"errors-to", b"return-receipt-to", b"disposition-notification-to")
+_RECIPIENT_FIELDS = (b"to", b"cc", b"bcc", b"resent-to", b"resent-cc", b"resent-bcc", b"apparently-to")
 
 __all__ = ["Cleanup", "CleanupWriter", "AddressRewriter"]
 
@@ -84,8 +92,12 @@ class Cleanup:
         return self.reactor.seconds() if hasattr(self.reactor, "seconds") else time.time()
 
     def adds_missing_headers(self, envelope):
-        """Whether this message gets missing headers (Postfix local_header_rewrite_clients)."""
-        if self.config["always_add_missing_headers"] or not envelope.client_address:
+        """Whether this message gets missing headers (always_add_missing_headers or a local client)."""
+        return self.config["always_add_missing_headers"] or self.is_local_header_client(envelope)
+
+    def is_local_header_client(self, envelope):
+        """Whether the client matches local_header_rewrite_clients (local submission always does)."""
+        if not envelope.client_address:
             return True
         for word in self.config["local_header_rewrite_clients"]:
             if word == "permit_sasl_authenticated" and envelope.sasl_username:
@@ -134,7 +146,8 @@ class CleanupWriter:
         self.queue_id = self._file.queue_id
         self._envelope = None
         self._message_id = None
-        self._stream = HeaderStream(self._file.write, self._config["header_size_limit"], self._on_headers)
+        self._stream = HeaderStream(self._file.write, self._config["header_size_limit"], self._on_headers,
+                                    self._rewrite_headers)
 
     def begin(self, envelope, tls_summary=""):
         """Start the content: remember the envelope and write the ``Received:`` header."""
@@ -197,6 +210,40 @@ class CleanupWriter:
             if config["undisclosed_recipients_header"]:
                 added.append(config["undisclosed_recipients_header"])
         return "".join(line + "\r\n" for line in added).encode("utf-8")
+
+    def _rewrite_headers(self, block):
+        """Rewrite addresses in From:, To:, Cc:... for local_header_rewrite_clients (Postfix cleanup)."""
+        if not self._cleanup.is_local_header_client(self._envelope):
+            return block
+        out = []
+        for field in split_header_block(block):
+            name, colon, value = field.partition(b":")
+            lname = name.strip().lower()
+            cls = ("header_sender" if lname in _SENDER_FIELDS else
+                   "header_recipient" if lname in _RECIPIENT_FIELDS else None)
+            out.append(self._rewrite_field(name, value, cls) if cls and colon else field)
+        return b"".join(out)
+
+    def _rewrite_field(self, name, value, cls):
+        ending = b"\r\n" if value.endswith(b"\r\n") else b"\n" if value.endswith(b"\n") else b""
+        text = value.decode("utf-8", "surrogateescape")
+        pairs = email.utils.getaddresses([" ".join(text.split())])
+        if not pairs or any(not address or "@" in display for display, address in pairs):
+            return name + b":" + value  # groups, empty or odd syntax: leave it alone
+        rewriter = self._cleanup.rewriter
+        new = [(display, rewriter.header_address(address, cls)) for display, address in pairs]
+        if new == pairs:
+            return name + b":" + value
+        items = []
+        for display, address in new:
+            address = quote_address(address)
+            if not display:
+                items.append(address)
+            elif display.isascii():
+                items.append(email.utils.formataddr((display, address)))
+            else:
+                items.append("%s <%s>" % (display, address))
+        return name + b": " + ", ".join(items).encode("utf-8", "surrogateescape") + ending
 
     async def finish(self, envelope):
         """Rewrite the envelope, queue the message durably and return its queue id.

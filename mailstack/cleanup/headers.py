@@ -30,9 +30,12 @@ class HeaderStream:
         on_headers: called once with the list of header field names (lower
             case) and the header values by name; returns bytes to insert after
             the header block (missing headers, CRLF line ends).
+        rewrite: optional; called with the header block (bytes), returns the
+            block to store (address rewriting in headers).
     """
 
-    def __init__(self, out, limit, on_headers):
+    def __init__(self, out, limit, on_headers, rewrite=None):
+        self._rewrite = rewrite
         self._out = out
         self._limit = limit
         self._on_headers = on_headers
@@ -83,6 +86,8 @@ class HeaderStream:
         self._in_body = True
         fields = parse_fields(block)
         added = self._on_headers(fields)
+        if block and self._rewrite is not None:
+            block = self._rewrite(block)
         if block:
             self._out(block)
         if added:
@@ -112,3 +117,8 @@ def parse_fields(block):
         value = re.sub(r"\r?\n[ \t]", " ", value).strip()
         fields.append((name, value))
     return fields
+
+
+def split_header_block(block):
+    """Split a header block into its logical header fields (bytes, folding and line ends kept)."""
+    return [f for f in re.split(rb"(?<=\n)(?![ \t])", block) if f]

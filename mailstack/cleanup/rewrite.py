@@ -27,7 +27,11 @@ For every message, before the SMTP server answers 250:
    loop and is delivered as it is; past
    ``virtual_alias_recursion_limit`` or ``virtual_alias_expansion_limit``
    the message is deferred (``451 4.3.0``), as Postfix defers it.
-5. **BCC**: ``always_bcc``, ``sender_bcc_maps``, ``recipient_bcc_maps``
+5. **headers** (:meth:`AddressRewriter.header_address`): the same
+   trivial-rewrite, canonical mapping (``header_sender``/``header_recipient``
+   classes) and masquerading for addresses in From:, To:, Cc: and the like,
+   for clients in ``local_header_rewrite_clients`` (see :mod:`mailstack.cleanup`).
+6. **BCC**: ``always_bcc``, ``sender_bcc_maps``, ``recipient_bcc_maps``
    recipients with DSN NOTIFY=NEVER (:meth:`AddressRewriter.bcc`).
 
 A table that cannot answer raises :class:`~mailstack.common.reply.TemporaryReject`
@@ -150,6 +154,30 @@ class AddressRewriter:
             if found is not None:
                 address = self.trivial(found.split(",")[0].strip())
         return address
+
+    def header_address(self, address, cls):
+        """Rewrite an address found in a header: trivial-rewrite, canonical maps, masquerading.
+
+        ``cls`` is ``header_sender`` or ``header_recipient``.  Only tables that
+        answer from memory are consulted here (header rewriting streams and
+        must not wait); a table that does I/O or fails leaves the address as is.
+        """
+        if not address:
+            return address
+        address = self.trivial(address)
+        if cls in self.canonical_classes:
+            kind = "sender" if cls == "header_sender" else "recipient"
+            for name in (kind + "_canonical_maps", "canonical_maps"):
+                maps = self.maps[name]
+                if not maps or not maps.synchronous:
+                    continue
+                try:
+                    match = maps.find_address_now(address, "virtual", self.delimiters, self.is_local)
+                except TableTemporaryError:
+                    continue
+                if match is not None:
+                    address = self.trivial(self._apply(match, address, name).split(",")[0].strip())
+        return self.masquerade(address, cls)
 
     # -- 3. masquerade --------------------------------------------------------
 

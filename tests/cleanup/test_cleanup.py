@@ -61,3 +61,28 @@ async def test_headers_kept_for_remote_clients(smtpd):
     assert server.logs.grep("%s: message-id=<abc@client.example>" % queued.queue_id)
     first = content.split("\n")[1]
     assert first.startswith("\tby mail.example.test (mailstack) with ESMTP id %s; " % queued.queue_id)
+
+
+@pytest_twisted.ensureDeferred
+async def test_header_addresses_are_rewritten_for_local_clients(smtpd):
+    """From:/To:/Cc: get trivial-rewrite, canonical mapping and masquerading; groups and other fields stay."""
+    server = await smtpd(canonical_maps="inline:{@old.example=@new.example}", masquerade_domains="example.test")
+    await in_thread(_send, server.port, "alice", ["x@example.test"],
+                    b"From: Alice Doe <alice@host.example.test>\r\nTo: bob, \"Carol\" <carol@old.example>\r\n"
+                    b"Cc: undisclosed-recipients:;\r\nSubject: bob@old.example\r\n\r\nbody\r\n")
+    content = server.queued()[0].read_content().decode()
+    assert "\nFrom: Alice Doe <alice@example.test>\n" in content
+    assert "\nTo: bob@example.test, Carol <carol@new.example>\n" in content
+    assert "\nCc: undisclosed-recipients:;\n" in content
+    assert "\nSubject: bob@old.example\n" in content
+
+
+@pytest_twisted.ensureDeferred
+async def test_header_addresses_kept_for_remote_clients(smtpd):
+    """Clients outside local_header_rewrite_clients keep their header addresses untouched."""
+    server = await smtpd(canonical_maps="inline:{@old.example=@new.example}", mynetworks="192.0.2.0/24",
+                         local_header_rewrite_clients="permit_mynetworks")
+    await in_thread(_send, server.port, "a@example.org", ["x@example.test"],
+                    b"From: bob\r\nTo: <carol@old.example>\r\n\r\nbody\r\n")
+    content = server.queued()[0].read_content().decode()
+    assert "\nFrom: bob\nTo: <carol@old.example>\n" in content
