@@ -15,7 +15,9 @@ A name that does not exist bounces (``5.4.4``); a DNS failure defers
 **Session.**  Greeting, ``EHLO`` (``HELO`` when EHLO is refused),
 ``STARTTLS`` per ``smtp_tls_security_level`` (``may``: when offered, not
 verified; ``encrypt``: required), ``MAIL FROM`` with ``SIZE`` and
-``BODY=8BITMIME`` when offered, ``RCPT TO`` per recipient (each reply
+``BODY=8BITMIME`` when offered (and the DSN parameters ``RET``,
+``ENVID``, ``NOTIFY``, ``ORCPT`` when the server offers ``DSN``, RFC 3461),
+``RCPT TO`` per recipient (each reply
 decides that recipient), ``DATA`` with CRLF line ends and dot-stuffing
 (RFC 5321 §4.5.2), ``QUIT``.  A host that cannot be reached, or that
 answers the greeting, EHLO or MAIL with 4xx, makes the agent try the next
@@ -223,6 +225,12 @@ def _dsn_of(code, lines):
     return "%d.0.0" % (code // 100)
 
 
+def xtext(text):
+    """Encode ``text`` as RFC 3461 §4 xtext (``+`` and ``=`` and non-printables as ``+HH``)."""
+    return "".join(c if 33 <= ord(c) <= 126 and c not in "+=" else "".join("+%02X" % b for b in c.encode("utf-8"))
+                   for c in text)
+
+
 def wire_format(content):
     """Return LF content as CRLF lines with dot-stuffing (RFC 5321 §4.5.2), ending in CRLF."""
     lines = content.split(b"\n")
@@ -351,11 +359,22 @@ class SMTPAgent:
             mail += " BODY=8BITMIME"
         if request.envelope.smtputf8 and "SMTPUTF8" in extensions:
             mail += " SMTPUTF8"
+        dsn_ok = "DSN" in extensions  # RFC 3461: pass the DSN parameters on
+        if dsn_ok and request.envelope.ret:
+            mail += " RET=" + request.envelope.ret
+        if dsn_ok and request.envelope.envid:
+            mail += " ENVID=" + xtext(request.envelope.envid)
         proto.command(mail)
         await self._expect(proto, name, ip, "MAIL FROM")
         statuses, accepted = [], []
         for rcpt in request.recipients:
-            proto.command("RCPT TO:<%s>" % rcpt.address)
+            command = "RCPT TO:<%s>" % rcpt.address
+            if dsn_ok and rcpt.notify:
+                command += " NOTIFY=" + ",".join(rcpt.notify)
+            if dsn_ok and rcpt.orcpt:
+                kind, _, address = rcpt.orcpt.partition(";")
+                command += " ORCPT=%s;%s" % (kind, xtext(address))
+            proto.command(command)
             try:
                 await self._expect(proto, name, ip, "RCPT TO")
                 accepted.append(rcpt)
