@@ -260,14 +260,17 @@ class QueueFileWriter:
             self._pending_cr = False
         if not envelope.arrival_time:
             envelope.arrival_time = round(time.time(), 6)
-        self._flush()
+        # The last content chunk, the envelope and the header are written in
+        # the fsync thread too: the reactor only hands over the buffer.
+        tail = bytes(self._buffer)
+        self._buffer = bytearray()
         final = self._queue.path(self._target, self.queue_id)
-        fd, tmp, length = self._fd, self._tmp, self._length
+        fd, tmp, length = self._fd, self._tmp, self._length + len(tail)
         self._closed = True
 
         def durable():
             try:
-                qfile.write_all(fd, qfile.envelope_records(envelope))
+                qfile.write_all(fd, tail + qfile.envelope_records(envelope))
                 os.pwrite(fd, qfile.header(length), 0)
                 os.fsync(fd)
             finally:
