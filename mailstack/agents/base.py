@@ -67,6 +67,9 @@ class DeliveryStatus:
         relay: the ``relay=`` field (``local``, ``none``, ``host[ip]:port``).
         remote: the remote server's reply for DSN ``Diagnostic-Code`` ("" if none).
         forwarded: queue ids of messages this delivery created (alias forwarding).
+        problem: ``resource`` or ``software`` when the failure is the mail
+            system's own (disk, file system, bug): the queue manager tells
+            the postmaster per ``notify_classes``.
     """
 
     index: int
@@ -76,6 +79,7 @@ class DeliveryStatus:
     relay: str = "none"
     remote: str = ""
     forwarded: list = field(default_factory=list)
+    problem: str = ""
 
     @classmethod
     def sent(cls, rcpt, text, relay, dsn="2.0.0"):
@@ -98,10 +102,11 @@ class DeliveryError(Exception):
         text: the reason.
     """
 
-    def __init__(self, dsn, text):
+    def __init__(self, dsn, text, problem=""):
         super().__init__("%s %s" % (dsn, text))
         self.dsn = dsn
         self.text = text
+        self.problem = problem
 
     @property
     def temporary(self):
@@ -110,4 +115,4 @@ class DeliveryError(Exception):
     def status(self, rcpt, relay):
         """Return the :class:`DeliveryStatus` this error means for ``rcpt``."""
         action = "deferred" if self.temporary else "bounced"
-        return DeliveryStatus(rcpt.index, action, self.dsn, self.text, relay)
+        return DeliveryStatus(rcpt.index, action, self.dsn, self.text, relay, problem=self.problem)

@@ -167,7 +167,9 @@ class LocalAgent:
             except DeliveryError as err:
                 statuses.append(err.status(rcpt, "local"))
             except OSError as err:
-                statuses.append(DeliveryStatus.deferred(rcpt, "local delivery error: %s" % err.strerror, "local"))
+                status = DeliveryStatus.deferred(rcpt, "local delivery error: %s" % err.strerror, "local")
+                status.problem = "resource"
+                statuses.append(status)
         return statuses
 
     async def _deliver_recipient(self, request, rcpt, content):

@@ -52,7 +52,7 @@ class StoreMailboxes:
                                 % (mailbox_root(location), user, err.text)) from None
         except OSError as err:
             raise DeliveryError("4.3.0", "cannot update mailbox %s for user %s. %s"
-                                % (mailbox_root(location), user, err.strerror)) from None
+                                % (mailbox_root(location), user, err.strerror), problem="resource") from None
 
     def _deliver(self, mailbox, data):
         mailbox.ensure()

@@ -39,7 +39,8 @@ PARAMS = ("notify_classes", "bounce_size_limit", "double_bounce_sender", "bounce
           "maximal_queue_lifetime", "myhostname", "mail_name")
 
 _LOG_NAMES = {"failure": "non-delivery notification", "delay": "delay notification",
-              "success": "delivery status notification"}
+              "success": "delivery status notification", "resource": "resource notification",
+              "software": "software notification"}
 
 
 def wants(notify, kind):

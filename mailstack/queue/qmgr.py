@@ -507,6 +507,9 @@ class QueueManager:
                 seen.add(status.index)
                 msg.statuses.append((by_index[status.index], status))
                 self._log_status(msg, by_index[status.index], status, request.transport, started, ended)
+        for problem in sorted({s.problem for s in statuses if s.problem}):
+            reasons = "; ".join(sorted({s.text for s in statuses if s.problem == problem}))
+            await self._problem(problem, msg.queue_id, "%s delivery: %s" % (request.transport, reasons))
         for missing in set(by_index) - seen:  # an agent must answer for every recipient
             status = DeliveryStatus(missing, "deferred", "4.3.0", "no status from delivery agent", "none")
             msg.statuses.append((by_index[missing], status))

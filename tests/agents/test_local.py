@@ -132,3 +132,28 @@ async def test_mailbox_size_limit_and_quota(delivery, logs):
     h2 = delivery(extra="quota_full_tempfail = yes\n")
     await _run(h2, "s@remote.test", ["bob@localhost"], b"Subject: big\n\n" + b"y" * 2000 + b"\n")
     assert logs.matching("to=<bob@localhost>")[-1].split("dsn=")[1].startswith("4.2.2, status=deferred")
+
+
+@pytest_twisted.ensureDeferred
+async def test_file_system_error_defers_and_notifies_postmaster(delivery, logs, tmp_path):
+    """A maildir that cannot be written defers the mail and sends a 'resource' notice to the postmaster."""
+    h = delivery(aliases="broken: %s/blocked/Maildir/\n" % tmp_path)
+    (tmp_path / "blocked").write_text("a file where a directory should be")
+    queue_id = await _run(h, "s@remote.test", ["broken@localhost"])
+    assert logs.matching("to=<broken@localhost>")[0].split("dsn=")[1].startswith("4.3.0, status=deferred")
+    assert logs.matching("%s: postmaster resource notification:" % queue_id)
+
+
+@pytest_twisted.ensureDeferred
+async def test_bounce_class_sends_postmaster_a_headers_only_copy(delivery, logs):
+    """With notify_classes = bounce the postmaster gets a copy of each bounce without the message body."""
+    h = delivery(aliases="postmaster: alice\n", extra="notify_classes = bounce\n")
+    queue_id = await _run(h, "sender@remote.test", ["nobody@localhost"], b"Subject: secret\n\nthe body\n")
+    assert logs.matching("%s: sender non-delivery notification:" % queue_id)
+    assert logs.matching("%s: postmaster non-delivery notification:" % queue_id)
+    h.qmgr.start()
+    await h.settle()
+    await h.qmgr.stop()
+    [copy] = h.maildir("alice")
+    assert b"Subject: Postmaster Copy: Undelivered Mail Returned to Sender" in copy
+    assert b"Subject: secret" in copy and b"the body" not in copy
