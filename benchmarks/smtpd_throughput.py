@@ -110,7 +110,7 @@ def run_mailstack(args):
     with open(os.path.join(etc, "master.cf"), "w") as handle:
         handle.write("smtp tcp:%d:interface=127.0.0.1\n" % port)
     with open(os.path.join(etc, "main.cf"), "a") as handle:
-        handle.write("smtpd_peername_lookup = no\nvirtual_alias_maps =\nsmtpd_client_connection_count_limit = 0\n")
+        handle.write("smtpd_peername_lookup = no\nsmtpd_client_connection_count_limit = 0\n")
     log = open(os.path.join(directory, "maillog"), "w")
     proc = subprocess.Popen([os.path.join(bindir, "twistd"), "-n", "--pidfile=", "mailstack", "--config", etc],
                             stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -21,7 +21,7 @@ from mailstack.queue import qfile
 from mailstack.smtpd.service import SMTPServerFactory, build_server
 
 # Test defaults: no error delays (they are tested with a Clock), no DNS.
-BASE = {"smtpd_error_sleep_time": "0", "smtpd_peername_lookup": "no", "virtual_alias_maps": ""}
+BASE = {"smtpd_error_sleep_time": "0", "smtpd_peername_lookup": "no"}
 
 
 class LogCapture:

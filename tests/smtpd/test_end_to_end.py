@@ -33,7 +33,7 @@ async def test_submission_to_maildir_to_imap_and_pop3(smtp_config_dir):
     """A message sent with STARTTLS + AUTH PLAIN through submission is delivered and read back over IMAP and POP3."""
     (smtp_config_dir / "master.cf").write_text(MASTER_CF)
     with open(smtp_config_dir / "main.cf", "a") as handle:
-        handle.write("virtual_alias_maps =\nsmtpd_peername_lookup = no\n")
+        handle.write("smtpd_peername_lookup = no\n")
     root = app.make_service(str(smtp_config_dir), reactor=reactor)
     root.privilegedStartService()
     root.startService()
