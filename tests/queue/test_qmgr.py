@@ -295,3 +295,25 @@ async def test_stop_leaves_untried_mail_in_active_for_recovery(tmp_path, logs):
     await wait_until(lambda: logs.matching("%s: removed" % second), restarted.clock)
     await restarted.qmgr.stop()
     assert agent.batches == [["one@remote.test"], ["two@remote.test"]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_success_notice_for_notify_success(tmp_path, logs):
+    """NOTIFY=SUCCESS makes a 'delivered' DSN for the sender; the default makes none."""
+    from mailstack.queue.envelope import Recipient
+    h = _harness(tmp_path, "default_transport = discard:discarded\n")
+    h.qmgr.start()
+    queue_id = await h.submit("alice@mail.example.test", [Recipient("b@remote.test", notify=("SUCCESS",)),
+                                                          Recipient("c@remote.test")], envid="E-42")
+    await wait_until(lambda: logs.matching("%s: removed" % queue_id), h.clock)
+    notices = logs.matching("%s: sender delivery status notification:" % queue_id)
+    assert len(notices) == 1
+    notice_id = notices[0].rsplit(" ", 1)[1]
+    await h.settle()
+    await h.qmgr.stop()
+    assert logs.matching("%s: from=<>" % notice_id)
+    # The local transport is not part of this harness: the notice waits in deferred/.
+    text = qfile.read(h.queue.path("deferred", notice_id)).read_content().decode()
+    assert "Subject: Successful Mail Delivery Report" in text and "Original-Envelope-Id: E-42" in text
+    assert "Final-Recipient: rfc822; b@remote.test\n" in text and "Action: delivered" in text
+    assert "c@remote.test" not in text
