@@ -100,3 +100,11 @@ def test_stale_dotlock_is_broken(tmp_path):
     assert lock.held
     lock.replace(b"new")
     assert pathlib.Path(path).read_bytes() == b"new" and not os.path.exists(path + ".lock")
+
+
+def test_extension_values_with_colons(tmp_path):
+    """An extension value holding ':' (a migrated POP3 UIDL) does not confuse the record parser."""
+    _write(tmp_path, b"3 V1 N1 Gx\n1 P0:1 :100.a.h\n2 :101.b.h:2,S\n")
+    ul = uidlist.UidList(str(tmp_path))
+    ul.refresh()
+    assert ul.by_uid == {1: "100.a.h", 2: "101.b.h"} and ul.ext == {1: "P0:1"}
