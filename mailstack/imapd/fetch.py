@@ -128,6 +128,10 @@ async def fetch(session, tag, cursor, uid):
     selected = session.selected
     if uid and b"UID" not in items:
         items.insert(0, b"UID")
+    if set(items) <= {b"UID", b"FLAGS"}:
+        # The common sync query (UID FETCH 1:* (FLAGS)): straight from the in-memory view.
+        await _fetch_flags(session, selected, ranges, uid, b"UID" in items, b"FLAGS" in items)
+        return b"Fetch completed."
     targets = selected.resolve(ranges, uid)
     need_content = any(isinstance(i, Section) or i in _NEEDS_CONTENT for i in items)
     sets_seen = selected.writable and any(
@@ -140,18 +144,6 @@ async def fetch(session, tag, cursor, uid):
     targets = [(seq, msg) for seq, msg in targets if not selected.is_gone(msg.uid)]
     if b"INTERNALDATE" in items:
         await selected.load_dates([msg for _, msg in targets])
-    if set(items) <= {b"UID", b"FLAGS"} and not sets_seen:
-        # The common sync query (UID FETCH 1:* (FLAGS)): straight from the in-memory view.
-        with_uid, with_flags = b"UID" in items, b"FLAGS" in items
-        for start in range(0, len(targets), BATCH):
-            lines = []
-            for seq, msg in targets[start:start + BATCH]:
-                parts = [b"UID %d" % msg.uid] if with_uid else []
-                if with_flags:
-                    parts.append(b"FLAGS " + format_flags(msg.flags))
-                lines.append(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts)))
-            session.send_raw(b"".join(lines))
-        return b"Fetch completed."
     batch_size = CONTENT_BATCH if need_content else BATCH
     for start in range(0, len(targets), batch_size):
         batch = targets[start:start + batch_size]
@@ -165,6 +157,25 @@ async def fetch(session, tag, cursor, uid):
         if start + batch_size < len(targets):
             await session.pause()
     return b"Fetch completed."
+
+
+async def _fetch_flags(session, selected, ranges, uid, with_uid, with_flags):
+    messages = selected.messages
+    gone = selected.is_gone if selected.has_gone() else None
+    positions = selected.positions(ranges, uid)
+    for start in range(0, len(positions), BATCH):
+        lines = []
+        for pos in positions[start:start + BATCH]:
+            msg = messages[pos]
+            if gone is not None and gone(msg.uid):
+                continue
+            if with_uid and with_flags:
+                lines.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (pos + 1, msg.uid, format_flags(msg.flags)))
+            elif with_uid:
+                lines.append(b"* %d FETCH (UID %d)\r\n" % (pos + 1, msg.uid))
+            else:
+                lines.append(b"* %d FETCH (FLAGS %s)\r\n" % (pos + 1, format_flags(msg.flags)))
+        session.send_raw(b"".join(lines))
 
 
 def _response(seq, msg, items, content, seen_changed, selected):

@@ -263,6 +263,8 @@ def parse_params(value):
 
 def decode_words(value):
     """Decode RFC 2047 encoded words; undecodable text is kept as it is."""
+    if "=?" not in value:
+        return value
     try:
         pieces = email.header.decode_header(value)
     except (ValueError, email.errors.HeaderParseError):

@@ -40,6 +40,7 @@ class Program:
 
     def __init__(self):
         self.needs_content = False
+        self.needs_body = False
         self.needs_dates = False
         self.charset = "utf-8"
 
@@ -73,13 +74,13 @@ def _header(prog, cur):
 
 def _body(prog, cur):
     needle = _string(cur, prog)
-    prog.needs_content = True
+    prog.needs_content = prog.needs_body = True
     return lambda ctx: needle in ctx.entity.body_text().lower()
 
 
 def _text(prog, cur):
     needle = _string(cur, prog)
-    prog.needs_content = True
+    prog.needs_content = prog.needs_body = True
     return lambda ctx: (needle in ctx.entity.all_headers_text().lower()
                         or needle in ctx.entity.body_text().lower())
 
@@ -272,7 +273,12 @@ async def search(session, tag, cursor, uid):
     step = CONTENT_BATCH if prog.needs_content else len(messages) or 1
     for start in range(0, len(messages), step):
         batch = messages[start:start + step]
-        contents = await selected.contents(batch) if prog.needs_content else {}
+        if prog.needs_body:
+            contents = await selected.contents(batch)
+        elif prog.needs_content:
+            contents = await selected.headers(batch)  # header keys only: skip the bodies
+        else:
+            contents = {}
         for index, msg in enumerate(batch, start):
             entity = mime.Entity(contents.get(msg.uid, b"\r\n")) if prog.needs_content else None
             if prog.test(Context(index + 1, msg, entity, last_seq, last_uid, recent, selected)):

@@ -131,7 +131,19 @@ class SelectedMailbox:
         """Return ``[(seq, Message), ...]`` for a sequence set (or UID set when ``uid``).
 
         Raises:
-            No: a sequence number beyond the mailbox (RFC 3501 §9: only UID sets may).
+            Bad: a sequence number beyond the mailbox (RFC 3501 §9: only UID sets may).
+        """
+        messages = self.messages
+        return [(pos + 1, messages[pos]) for pos in self.positions(ranges, uid)]
+
+    def positions(self, ranges, uid):
+        """Return the 0-based positions a set names, ascending, once each.
+
+        Plain ints only: a big FETCH allocates no tuples here, which keeps
+        the garbage collector (and its scans of every live Message) quiet.
+
+        Raises:
+            Bad: a sequence number beyond the mailbox.
         """
         messages = self.messages
         if not uid:
@@ -139,12 +151,14 @@ class SelectedMailbox:
             for low, high in ranges:
                 if (low or 0) > count or (high or 0) > count:
                     raise Bad("Invalid messageset")
-            return [(n, messages[n - 1]) for n in resolve(ranges, count)]
+            return [n - 1 for n in resolve(ranges, count)]
         if not messages:
             return []
         largest = messages[-1].uid
+        if ranges == [(1, None)] or ranges == [(None, 1)]:
+            return list(range(len(messages)))  # 1:* - the usual sync query
         positions = self._positions()
-        result = []
+        result = set()
         for low, high in ranges:
             low = largest if low is None else low
             high = largest if high is None else high
@@ -154,10 +168,14 @@ class SelectedMailbox:
                 for value in range(low, high + 1):
                     pos = positions.get(value)
                     if pos is not None:
-                        result.append(pos)
+                        result.add(pos)
             else:
-                result.extend(i for i, m in enumerate(messages) if low <= m.uid <= high)
-        return [(pos + 1, messages[pos]) for pos in sorted(set(result))]
+                result.update(i for i, m in enumerate(messages) if low <= m.uid <= high)
+        return sorted(result)
+
+    def has_gone(self):
+        """True when some messages were expunged by others but not yet reported."""
+        return bool(self._gone)
 
     def is_gone(self, uid):
         """True for a message expunged by someone else that the client has not been told about."""
@@ -179,6 +197,29 @@ class SelectedMailbox:
             return result
 
         return await self.run(read_all)
+
+    async def headers(self, messages):
+        """Return ``{uid: CRLF header bytes}``, reading each file only up to its empty line (header searches)."""
+        folder = self.folder
+
+        def read_headers():
+            result = {}
+            for message in messages:
+                try:
+                    with folder.open_message(message.uid) as handle:
+                        data = handle.read(8192)
+                        while b"\n\n" not in data:
+                            more = handle.read(65536)
+                            if not more:
+                                break
+                            data += more
+                except KeyError:
+                    continue
+                end = data.find(b"\n\n")
+                result[message.uid] = to_crlf(data[:end + 2] if end != -1 else data)
+            return result
+
+        return await self.run(read_headers)
 
     async def content(self, message):
         """Return the CRLF bytes of one message, or b"" when it is gone."""
@@ -248,7 +289,16 @@ class SelectedMailbox:
     # -- reporting ----------------------------------------------------------------------
 
     def send_updates(self, session, expunges=True, write=None):
-        """Send the untagged responses for queued changes (RFC 3501 §7.3-7.4), in one write."""
+        """Send the untagged responses for queued changes (RFC 3501 §7.3-7.4), in one write.
+
+        When the folder's UIDVALIDITY changed (someone removed its uidlist),
+        every UID the client holds is void: the session ends with BYE, as
+        Dovecot does.
+        """
+        validity = self.folder.uidvalidity
+        if validity and self.uidvalidity and validity != self.uidvalidity:
+            session.bye(b"UIDVALIDITY changed; mailbox must be re-selected.")
+            return
         out = []
         positions = self._positions()
         if self._expunged:

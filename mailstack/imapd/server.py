@@ -169,6 +169,12 @@ class IMAPServer(IMAP4Server):
                 return
         self.send_raw(data)
 
+    def bye(self, text):
+        """Send ``* BYE text`` and close; nothing more is sent or run after it."""
+        self.send_raw(b"* BYE " + text + b"\r\n")
+        self._closed = True
+        self.transport.loseConnection()
+
     def sendLine(self, line):
         self.send_raw(line + b"\r\n")
 

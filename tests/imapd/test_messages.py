@@ -156,3 +156,23 @@ async def test_flags_and_uids_persist_across_restart(imap_server):
 
     assert await in_thread(after) == [b"1 FETCH (UID 1 FLAGS ())",
                                       b"2 FETCH (UID 2 FLAGS ($Important \\Answered))"]
+
+
+@threaded
+def test_uidvalidity_change_ends_session(imap_server):
+    """When the folder's UIDVALIDITY changes under a session (uidlist removed), the session ends with BYE."""
+    import os
+    conn = connect(imap_server)
+    _fill(conn, 1)
+    conn.transact("ok", "SELECT INBOX")
+    os.unlink(imap_server.maildir() / "dovecot-uidlist")
+    tag = conn.command("NOOP")
+    lines = []
+    while True:
+        line = conn.read_line()
+        if not line:
+            break
+        lines.append(line)
+    assert any(line.startswith(b"* BYE UIDVALIDITY changed") for line in lines), lines
+    assert not any(line.startswith(tag + b" OK") for line in lines)
+    conn.close()
