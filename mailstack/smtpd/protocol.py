@@ -61,6 +61,9 @@ from mailstack.smtpd.transfer import TransferCommands
 
 log = Logger(namespace="mailstack.smtpd")
 
+# Unprocessed input above this size stops reading from the client until it is consumed.
+_PAUSE_AT = 1024 * 1024
+
 
 class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
     """One ESMTP session.  See the module docstring."""
@@ -90,6 +93,7 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
         self._skipping = False          # dropping the rest of an overlong line
         self._timer = None
         self._sleeping = False
+        self._paused = False
         self._lost = False
         self._delay_due = 0
         self._counts = {}
@@ -185,11 +189,19 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
         self._in += data
         if not self._busy:
             self._process()
+        elif len(self._in) > _PAUSE_AT and not self._paused:
+            # A client that keeps sending while we wait (fsync, lookups): stop
+            # reading instead of buffering without bound.
+            self._paused = True
+            self.transport.pauseProducing()
 
     def _process(self):
         """Handle every complete unit of input, then send the replies in one write."""
         while not self._busy and not self._closing and not self._lost and (
                 self._in or (self._mode == "bdat" and not self._bdat_left)):
+            if self._paused and len(self._in) < _PAUSE_AT:
+                self._paused = False
+                self.transport.resumeProducing()
             if self._mode == "data":
                 rest = self._reader.feed(self._in)
                 self._in = b""

@@ -49,3 +49,26 @@ async def test_oversized_header_block_is_bounded(smtpd):
     assert b"z" * 5000 in content and content.endswith(b"\nbody\n")
     # Missing headers were added where the header block ended, before the oversized line.
     assert content.index(b"Message-Id: <") < content.index(b"X-Big:")
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_gone_mid_data_leaves_nothing(smtpd):
+    """A client that disconnects in the middle of DATA leaves no queue file behind."""
+    from tests.smtpd.test_protocol import _until
+    server = await smtpd()
+    await in_thread(raw_session, server.port, b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<x@example.test>\r\n"
+                    b"DATA\r\nSubject: cut\r\n\r\n" + b"partial line\r\n" * 1000, b"354 ")
+    await _until(lambda: server.logs.grep("disconnect from") and not server.temp_files())
+    assert server.queued() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_pipelined_flood_while_busy_is_processed_in_order(smtpd):
+    """Megabytes pipelined behind a DATA commit are read with flow control and all answered in order."""
+    server = await smtpd()
+    message = b"MAIL FROM:<a@example.org>\r\nRCPT TO:<x@example.test>\r\nDATA\r\nSubject: f\r\n\r\n" + \
+        b"z" * 100000 + b"\r\n.\r\n"
+    payload = b"EHLO c\r\n" + message * 30 + b"QUIT\r\n"
+    out = await in_thread(raw_session, server.port, payload, b"221 2.0.0 Bye\r\n", 30)
+    assert out.count(b"250 2.0.0 Ok: queued as") == 30
+    assert len(server.queued()) == 30
