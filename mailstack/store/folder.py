@@ -495,8 +495,10 @@ class Folder:
         flags = self._info_cache.get(info)
         if flags is None:
             system, letters, _other = maildir.split_info(info)
-            flags = system | frozenset(self.keywords.names_for(letters))
-            if len(self._info_cache) < 4096:
+            names = self.keywords.names_for(letters)
+            flags = system | frozenset(names)
+            # A letter without a name yet is not cached: its name may come later.
+            if len(names) == len(letters) and len(self._info_cache) < 4096:
                 self._info_cache[info] = flags
         return flags
 
