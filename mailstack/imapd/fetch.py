@@ -14,6 +14,7 @@ in-memory list.  Output is produced in batches so that a huge mailbox does
 not hold the reactor for long.
 """
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ _SIMPLE = {b"FLAGS", b"UID", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE", b"BOD
            b"RFC822", b"RFC822.HEADER", b"RFC822.TEXT", b"BODY"}
 _NEEDS_CONTENT = {b"ENVELOPE", b"BODYSTRUCTURE", b"RFC822", b"RFC822.HEADER", b"RFC822.TEXT", b"BODY"}
 _SETS_SEEN = {b"RFC822", b"RFC822.TEXT"}
+_STRUCTURED = {b"ENVELOPE", b"BODYSTRUCTURE", b"BODY"}
 BATCH = 2000
 CONTENT_BATCH = 50
 
@@ -179,7 +181,7 @@ async def _fetch_flags(session, selected, ranges, uid, with_uid, with_flags):
 
 
 def _response(seq, msg, items, content, seen_changed, selected):
-    entity = _LazyEntity(content)
+    entity = mime.Entity(content) if _STRUCTURED.intersection(items) else _LazyEntity(content)
     out = []
     flags_sent = False
     for item in items:
@@ -294,7 +296,9 @@ def format_internal_date(stamp):
 
 # -- ENVELOPE and BODYSTRUCTURE (RFC 3501 §7.4.2) --------------------------------
 
+@functools.lru_cache(maxsize=4096)
 def _addresses(value):
+    """Return an address list as encoded bytes (cached: mailboxes repeat their correspondents)."""
     if value is None:
         return None
     result = []

@@ -215,7 +215,10 @@ class Headers:
         self._index = {}
         for name, raw in header_fields(header):
             value = raw.split(b":", 1)[1] if b":" in raw else b""
-            text = _FOLD.sub(" ", value.decode("utf-8", "surrogateescape")).strip()
+            text = value.decode("utf-8", "surrogateescape")
+            if "\n" in text:
+                text = _FOLD.sub(" ", text)
+            text = text.strip()
             key = name.decode("ascii", "surrogateescape")
             self._items.append((key, text))
             self._index.setdefault(key.lower(), []).append(text)
