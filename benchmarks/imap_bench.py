@@ -63,6 +63,7 @@ from mailstack.store.store import MailStore  # noqa: E402
 PASSWORD = "bench"
 USERS = ("small", "large", "idle")
 DOVECOT = "/usr/sbin/dovecot"
+LOAD_AT_START = 0.0
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet")
 
 
@@ -453,11 +454,12 @@ def fmt(figures):
 
 def report(results, counts, args):
     lines = ["", "## IMAP", "",
-             "`benchmarks/imap_bench.py`, %s, on %s (%s, %d CPUs, Python %s); median of %d warm runs; "
-             "messages of 1-3 KB, every fifth multipart; Dovecot %s with its default settings "
+             "`benchmarks/imap_bench.py`, %s, on %s (%s, %d CPUs, Python %s; load average %.1f when "
+             "it started, the machine being shared); median of %d warm runs; client and servers on the same "
+             "machine; messages of 1-3 KB, every fifth multipart; Dovecot %s with its default settings "
              "(a process per session, no hibernation)." % (
                  time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), platform.node(), platform.processor()
-                 or platform.machine(), os.cpu_count(), platform.python_version(), args.runs,
+                 or platform.machine(), os.cpu_count(), platform.python_version(), LOAD_AT_START, args.runs,
                  dovecot_version()),
              "",
              "| INBOX | figure | mailstack | Dovecot |", "|---|---|---|---|"]
@@ -505,6 +507,8 @@ def main(argv=None):
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
     args.idle = [int(n) for n in args.idle.split(",") if n]
+    global LOAD_AT_START
+    LOAD_AT_START = os.getloadavg()[0]
     wanted = max(args.idle + [1000]) * 2 + 1000
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < wanted:

@@ -8,9 +8,9 @@ is opened, so a 100,000-message INBOX selects in the time of one directory
 scan.  A SELECT that fails leaves no mailbox selected (§6.3.1).
 """
 
-from mailstack.store.errors import FolderNotFound
 from mailstack.imapd.mailboxes import mailbox_name, store_call
 from mailstack.imapd.selected import PERMANENT_FLAGS, SelectedMailbox, flag_list
+from mailstack.store.errors import FolderNotFound
 
 
 async def select(session, tag, cursor, uid):

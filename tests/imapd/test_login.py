@@ -163,3 +163,12 @@ def test_login_timeout(config_dir):
     assert transport.value().endswith(b"* BYE Disconnected for inactivity.\r\n")
     assert transport.disconnecting
     proto.connectionLost(None)
+
+
+def test_plaintext_allowed_when_disable_plaintext_auth_is_no(config_dir):
+    """disable_plaintext_auth = no: an insecure client sees AUTH=PLAIN and no LOGINDISABLED."""
+    with open(config_dir / "main.cf", "a") as handle:
+        handle.write("disable_plaintext_auth = no\n")
+    proto, transport, clock = _memory_session(config_dir)
+    assert b"LOGINDISABLED" not in transport.value() and b"AUTH=PLAIN" in transport.value()
+    proto.connectionLost(None)
