@@ -146,6 +146,7 @@ class Folder:
         self._stamps = {"new": None, "cur": None}  # trusted mtimes of those reads
         self._view_base = {}    # base -> uid of the messages in the view
         self._pending = set()   # bases to look at again on the next sync
+        self._size_updates = {}  # uid -> (size, vsize) computed by reading files
         # (uid -> Message, ascending list or None): replaced whole, never
         # changed in place, so the reactor thread can read it without a lock
         # while a sync runs in a worker thread.
@@ -266,6 +267,8 @@ class Folder:
             else:
                 with _gc_paused():
                     changes = self._sync()
+            if self._size_updates:
+                self._save_sizes()
         self._announce(changes)
         return changes
 
@@ -503,24 +506,58 @@ class Folder:
         return flags
 
     def _message(self, uid, base, subdir, name):
+        """Build a Message for a file whose name lacks ``,S=`` or ``,W=``.
+
+        Sizes come from the uidlist's ``S``/``W`` extension fields (Dovecot
+        records them there for such files), else from ``stat()`` and one
+        read of the file to count its lines; what had to be computed is
+        written back to the uidlist at the end of the sync, so it is computed
+        once per message, not once per process.
+        """
         info = name[len(base) + 3:] if len(name) > len(base) else ""
-        size = vsize = None
-        match = _SIZES.search(base)
-        if match is not None:
-            size = int(match.group(1))
-            if match.group(2):
-                vsize = int(match.group(2))
-        elif ",W=" in base or ",S=" in base:
-            parsed = maildir.parse(base)
-            size, vsize = parsed.size, parsed.vsize
-        if size is None:
+        parsed = maildir.parse(base)
+        size, vsize = parsed.size, parsed.vsize
+        ext = self._uidlist.ext.get(uid, "")
+        for field in ext.split():
+            if field[1:].isdigit():
+                if field[0] == "S" and size is None:
+                    size = int(field[1:])
+                elif field[0] == "W" and vsize is None:
+                    vsize = int(field[1:])
+        if size is None or vsize is None:
+            path = os.path.join(self.path, subdir, name)
             try:
-                size = os.stat(os.path.join(self.path, subdir, name)).st_size
+                if vsize is None:
+                    with open(path, "rb") as handle:
+                        data = handle.read()
+                    size = len(data) if size is None else size
+                    vsize = maildir.virtual_size(data)
+                else:
+                    size = os.stat(path).st_size
+                self._size_updates[uid] = (size, vsize)
             except FileNotFoundError:
-                size = 0
-        if vsize is None:
-            vsize = size
+                size = size or 0
+                vsize = vsize if vsize is not None else size
         return Message(uid, base, subdir, name, size, vsize, self._flags_for(info))
+
+    def _save_sizes(self):
+        """Record computed sizes as ``S``/``W`` uidlist extension fields (as Dovecot does)."""
+        updates, self._size_updates = self._size_updates, {}
+        ul = self._uidlist
+        lock = ul.lock()
+        try:
+            changed = False
+            for uid, (size, vsize) in updates.items():
+                if uid not in ul.by_uid:
+                    continue
+                fields = [f for f in ul.ext.get(uid, "").split() if f[:1] not in ("S", "W")]
+                fields += ["S%d" % size, "W%d" % vsize]
+                ul.ext[uid] = " ".join(fields)
+                changed = True
+            if changed:
+                ul.rewrite(lock)
+        finally:
+            lock.release()
 
     def _ensure_synced(self):
         if not self._synced:

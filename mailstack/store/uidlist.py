@@ -268,6 +268,10 @@ class UidList:
                 self.ext.pop(uid, None)
         self._write_all(lock)
 
+    def rewrite(self, lock):
+        """Rewrite the whole file from memory (after changing :attr:`ext`), releasing ``lock``."""
+        self._write_all(lock)
+
     def _format(self, uid):
         ext = self.ext.get(uid)
         if ext:

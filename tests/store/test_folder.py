@@ -135,14 +135,22 @@ def test_copy_to_keeps_flags(mailbox):
     assert sent.read(1) == b"x\n"
 
 
-def test_messages_without_size_fields(mailbox):
-    """Files named by other software without S=/W= get their size from stat()."""
+def test_messages_without_size_fields(mailbox, tmp_path):
+    """Files named by other software without S=/W= are measured once; the sizes go into the uidlist."""
     inbox = mailbox.folder()
     with open(os.path.join(inbox.path, "cur", "1000.123_4.other:2,S"), "wb") as handle:
-        handle.write(b"12345\n")
+        handle.write(b"12345\nx\n")
     inbox.sync()
     message = inbox.messages()[0]
-    assert (message.size, message.flags, message.base) == (6, {"\\Seen"}, "1000.123_4.other")
+    assert (message.size, message.vsize, message.flags, message.base) == (8, 10, {"\\Seen"}, "1000.123_4.other")
+    with open(os.path.join(inbox.path, "dovecot-uidlist")) as handle:
+        assert handle.read().splitlines()[1] == "1 S8 W10 :1000.123_4.other"
+    # A fresh process takes them from the uidlist without reading the file.
+    with open(os.path.join(inbox.path, "cur", "1000.123_4.other:2,S"), "wb") as handle:
+        handle.write(b"changed behind our back, so a re-read would show\n")
+    again = _reopen(mailbox, tmp_path)
+    again.sync()
+    assert (again.get(1).size, again.get(1).vsize) == (8, 10)
 
 
 def test_status_counts(mailbox):
