@@ -176,7 +176,8 @@ def deliver(maildir, data, info=None, hostname=None, mtime=None, fsync=True, bef
 
     Args:
         maildir: the maildir directory (with tmp/, new/, cur/).
-        data: the message (bytes); CRLF line ends are stored as LF.
+        data: the message: bytes, or a binary file object read in chunks
+            (big messages need not be in memory); CRLF line ends are stored as LF.
         info: flag letters for the info part; a message with info goes to
             ``cur/``, one without (None) to ``new/``.
         hostname: the host name in the unique name.
@@ -188,11 +189,11 @@ def deliver(maildir, data, info=None, hostname=None, mtime=None, fsync=True, bef
     Raises:
         OSError: on any file system error; the tmp file is removed.
     """
-    data = to_lf(bytes(data))
-    size, vsize = len(data), virtual_size(data)
     while True:
-        base = "%s,S=%d,W=%d" % (unique_base(hostname), size, vsize)
-        tmp_path = os.path.join(maildir, "tmp", base)
+        # The sizes are only known once written: the tmp name has none, the
+        # final name gets them (the base stays unique without them).
+        unique = unique_base(hostname)
+        tmp_path = os.path.join(maildir, "tmp", unique)
         try:
             fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             break
@@ -200,9 +201,7 @@ def deliver(maildir, data, info=None, hostname=None, mtime=None, fsync=True, bef
             continue
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            size, vsize = _write_message(fd, data)
             if fsync:
                 os.fsync(fd)
         finally:
@@ -211,6 +210,7 @@ def deliver(maildir, data, info=None, hostname=None, mtime=None, fsync=True, bef
             os.utime(tmp_path, (mtime, mtime))
         if before_commit is not None:
             before_commit(tmp_path)
+        base = "%s,S=%d,W=%d" % (unique, size, vsize)
         name = base if info is None else base + INFO_SEP + info
         subdir = "new" if info is None else "cur"
         final = os.path.join(maildir, subdir, name)
@@ -224,6 +224,38 @@ def deliver(maildir, data, info=None, hostname=None, mtime=None, fsync=True, bef
     if fsync:
         fsync_dir(os.path.join(maildir, subdir))
     return Delivered(final, name, base, size, vsize)
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _write_message(fd, data, chunk_size=1 << 16):
+    """Write ``data`` (bytes or a binary file) with LF line ends; return (size, vsize)."""
+    if not hasattr(data, "read"):
+        data = to_lf(bytes(data))
+        _write_all(fd, data)
+        return len(data), virtual_size(data)
+    size = vsize = 0
+    carry = b""
+    while True:
+        chunk = data.read(chunk_size)
+        if not chunk:
+            break
+        chunk = carry + chunk
+        # A CR at the end of a chunk may start a CRLF split across chunks.
+        carry, chunk = (b"\r", chunk[:-1]) if chunk.endswith(b"\r") else (b"", chunk)
+        chunk = to_lf(chunk)
+        _write_all(fd, chunk)
+        size += len(chunk)
+        vsize += virtual_size(chunk)
+    if carry:
+        _write_all(fd, carry)
+        size += 1
+        vsize += 1
+    return size, vsize
 
 
 def clean_tmp(maildir, now=None, max_age=TMP_MAX_AGE):

@@ -107,3 +107,18 @@ def test_killed_writer_leaves_no_partial_message(tmp_path):
     assert len(delivered) >= 2
     for name in delivered:
         assert os.path.getsize(os.path.join(md, "new", name)) == maildir.parse(name).size == (4 << 20) + 1
+
+
+def test_deliver_streams_a_file_object(tmp_path):
+    """A file object is copied in chunks; CRLF split across chunk boundaries still becomes LF."""
+    import io
+
+    md = maildir.ensure(str(tmp_path / "Maildir"))
+    # Byte 65,536 (the end of the first 64 KiB chunk) is the CR of a CRLF.
+    text = b"x" * 65535 + b"\r\n" + b"".join(b"line %d\r\n" % i for i in range(50000)) + b"end\r"
+    result = maildir.deliver(md, io.BytesIO(text))
+    with open(result.path, "rb") as handle:
+        stored = handle.read()
+    assert stored == text.replace(b"\r\n", b"\n")
+    assert (result.size, result.vsize) == (len(stored), len(text))
+    assert result.name.endswith(",S=%d,W=%d" % (len(stored), len(text)))
