@@ -48,7 +48,7 @@ STANDARDS
 
 import socket
 
-from twisted.internet import defer, interfaces
+from twisted.internet import defer, interfaces, tcp
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
@@ -94,6 +94,7 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
         self._timer = None
         self._sleeping = False
         self._paused = False
+        self._direct = False
         self._lost = False
         self._delay_due = 0
         self._counts = {}
@@ -128,6 +129,8 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
             host = host[7:]
         self.client_address = host
         self.tls = interfaces.ISSLTransport.providedBy(self.transport)
+        self._direct = isinstance(self.transport, tcp.Server) and all(
+            hasattr(self.transport, name) for name in ("socket", "dataBuffer", "_tempDataBuffer"))
         self._timer = self.clock.callLater(self.config["smtpd_timeout"], self._timed_out)
         self._busy = True
         self._run(self._greet())
@@ -282,9 +285,33 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
         if self._out and self.transport is not None:
             data = b"".join(self._out)
             self._out = []
-            self.transport.write(data)
+            self._write(data)
         if self._closing and not self._busy and self.transport is not None:
             self.transport.loseConnection()
+
+    def _write(self, data):
+        """Write replies, straight to the socket when nothing is queued before them.
+
+        Twisted's ``write`` always goes through the reactor: it registers
+        the socket for writing and sends on the next iteration, two
+        ``epoll_ctl`` calls and a loop turn per reply.  A reply to a
+        non-pipelining client almost always fits the empty socket buffer, so
+        it is sent at once; whatever is not sent (or any reply while Twisted
+        still holds data) takes the normal path, which keeps the order.
+        """
+        transport = self.transport
+        if self._direct and not transport.dataBuffer and not transport._tempDataBuffer \
+                and not transport.disconnecting:
+            try:
+                sent = transport.socket.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = 0  # let Twisted's write path see and report the error
+            if sent == len(data):
+                return
+            data = data[sent:]
+        transport.write(data)
 
     # -- running commands ---------------------------------------------------
 
@@ -703,6 +730,7 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
         self._flush()
         self.transport.startTLS(self.server.tls_options)
         self.tls = True
+        self._direct = False  # from now on bytes must go through the TLS layer
         self.helo, self.esmtp = "", False
         self._abort_writer()
         self._reset_transaction()
