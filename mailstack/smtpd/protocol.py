@@ -137,6 +137,8 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
 
     async def _greet(self):
         self.client_name = await self.server.peer_name(self.client_address)
+        if self._lost:
+            return None  # gone during the name lookup: never counted, nothing to say
         log.info("connect from {client}", client=self.peer, service=self.service)
         refused = self.server.admit(self)
         if refused:

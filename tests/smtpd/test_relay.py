@@ -118,3 +118,14 @@ async def test_unknown_restriction_stops_startup(smtp_config_dir):
     """An unknown restriction name is a configuration error naming the parameter."""
     with pytest.raises(ConfigError, match="smtpd_recipient_restrictions: unknown restriction 'permit_everyone'"):
         await start_smtpd(smtp_config_dir, smtpd_recipient_restrictions="permit_everyone")
+
+
+@pytest_twisted.ensureDeferred
+async def test_helo_restrictions_at_helo_without_delay(smtpd):
+    """smtpd_helo_restrictions refuse HELO/EHLO itself when smtpd_delay_reject = no."""
+    server = await smtpd(smtpd_helo_restrictions="permit_mynetworks, reject", smtpd_delay_reject="no",
+                         mynetworks="192.0.2.0/24")
+    out = (await in_thread(raw_session, server.port, b"EHLO bad.example\r\nQUIT\r\n", b"221 ")).decode()
+    assert "554 5.7.1 <bad.example>: Helo command rejected: Access denied" in out
+    assert server.logs.grep("NOQUEUE: reject: HELO from unknown[127.0.0.1]: 554 5.7.1 <bad.example>: "
+                            "Helo command rejected: Access denied; proto=ESMTP helo=<bad.example>")
