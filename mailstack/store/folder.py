@@ -716,20 +716,17 @@ class Folder:
         flags, system, words = _split_flags(flags)
         if not self.exists():
             raise FolderNotFound("folder %s does not exist" % self.name)
-        info = None
-        if flags:
-            info = maildir.info_letters(system, self.keywords.letters_for(words))
-        quota = self.mailbox.quota if self.mailbox is not None else None
-        reserved = []
+        info = maildir.info_letters(system, self.keywords.letters_for(words)) if flags else None
+        delivered = maildir.deliver(self.path, data, info=info, hostname=self._hostname, mtime=internaldate,
+                                    fsync=self._fsync, before_commit=self._quota_check)
+        return self._commit_new(delivered, info)
 
-        def before_commit(tmp_path):
-            if quota is not None:
-                size = os.stat(tmp_path).st_size
-                quota.reserve(size, 1)
-                reserved.append(size)
+    def _quota_check(self, tmp_path):
+        if self.mailbox is not None:
+            self.mailbox.quota.reserve(os.stat(tmp_path).st_size, 1)
 
-        delivered = maildir.deliver(self.path, data, info=info, hostname=self._hostname,
-                                    mtime=internaldate, fsync=self._fsync, before_commit=before_commit)
+    def _commit_new(self, delivered, info):
+        """Number a file just put into this folder and add it to the view; return its Message."""
         with self._lock:
             lock = self._uidlist.lock()
             try:
@@ -754,22 +751,42 @@ class Folder:
     def copy_to(self, uids, target):
         """Copy ``uids`` with their flags into ``target`` (a Folder); return ``[(uid, new Message)]``.  Blocks.
 
+        Messages are hard-linked (no data copied, internal date kept), or
+        copied where links are impossible; each gets a new name and a UID in
+        ``target`` at once (for COPYUID), and counts against the quota.
+
         Raises:
             QuotaExceeded: when a copy does not fit (earlier copies stay).
+            FolderNotFound: when ``target`` does not exist.
         """
+        if not target.exists():
+            raise FolderNotFound("folder %s does not exist" % target.name)
         result = []
         for uid in sorted(set(uids)):
-            message = self._by_uid.get(uid)
-            if message is None:
-                continue
-            try:
-                with self.open_message(uid) as handle:
-                    data = handle.read()
-                    mtime = os.fstat(handle.fileno()).st_mtime
-            except KeyError:
-                continue
-            message = self._by_uid.get(uid) or message
-            result.append((uid, target.append(data, message.flags, internaldate=mtime)))
+            for attempt in range(2):
+                message = self._by_uid.get(uid)
+                if message is None:
+                    break
+                system = frozenset(f for f in message.flags if f.startswith("\\"))
+                words = [f for f in message.flags if not f.startswith("\\")]
+                info = maildir.info_letters(system, target.keywords.letters_for(words)) if message.flags else None
+                source = os.path.join(self.path, message.subdir, message.name)
+                try:
+                    delivered = maildir.link(source, target.path, message.size, message.vsize, info,
+                                             self._hostname, self._fsync, target._quota_check)
+                except FileNotFoundError:
+                    self.sync()  # renamed or expunged by someone meanwhile
+                    continue
+                except OSError:
+                    try:
+                        with self.open_message(uid) as handle:
+                            mtime = os.fstat(handle.fileno()).st_mtime
+                            result.append((uid, target.append(handle, message.flags, internaldate=mtime)))
+                    except KeyError:
+                        pass
+                    break
+                result.append((uid, target._commit_new(delivered, info)))
+                break
         return result
 
     def claim_recent(self):

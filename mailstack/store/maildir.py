@@ -226,6 +226,39 @@ def deliver(maildir, data, info=None, hostname=None, mtime=None, fsync=True, bef
     return Delivered(final, name, base, size, vsize)
 
 
+def link(source, maildir, size, vsize, info=None, hostname=None, fsync=True, before_commit=None):
+    """Put a hard link to message file ``source`` into ``maildir`` under a new name; return :class:`Delivered`.
+
+    IMAP COPY without copying data (Dovecot's ``maildir_copy_with_hardlinks``):
+    maildir files never change once delivered, so sharing the inode is
+    safe, and the internal date (mtime) is kept.  Blocks.
+
+    Raises:
+        FileNotFoundError: when ``source`` is gone (renamed or expunged meanwhile).
+        OSError: when hard links are not possible (another file system); copy instead.
+    """
+    unique = unique_base(hostname)
+    tmp_path = os.path.join(maildir, "tmp", unique)
+    os.link(source, tmp_path)
+    try:
+        if before_commit is not None:
+            before_commit(tmp_path)
+        base = "%s,S=%d,W=%d" % (unique, size, vsize)
+        name = base if info is None else base + INFO_SEP + info
+        subdir = "new" if info is None else "cur"
+        final = os.path.join(maildir, subdir, name)
+        os.rename(tmp_path, final)
+    except BaseException:
+        try:
+            os.unlink(tmp_path)
+        except OSError:
+            pass
+        raise
+    if fsync:
+        fsync_dir(os.path.join(maildir, subdir))
+    return Delivered(final, name, base, size, vsize)
+
+
 def _write_all(fd, data):
     view = memoryview(data)
     while view:

@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from mailstack.store.errors import QuotaExceeded
 from mailstack.store.keywords import KeywordLimitError
 from mailstack.store.store import MailStore
 
@@ -182,3 +183,24 @@ def test_stale_tmp_files_are_cleaned_on_sync(mailbox):
     os.utime(leftover, (1, 1))
     inbox.sync()
     assert not os.path.exists(leftover)
+
+
+def test_copy_hard_links_and_counts_quota(tmp_path):
+    """COPY hard-links the file (same inode and date), keeps keywords per target folder, and counts quota."""
+    store = MailStore(hostname="mx")
+    mb = store.mailbox("bob", str(tmp_path), quota_rule="*:messages=3").ensure()
+    msg = mb.deliver(b"hello\n", flags={"\\Seen", "$Label"}, internaldate=1000000000)
+    inbox, archive = mb.folder(), mb.folder("Archive")
+    inbox.sync()
+    archive.sync()
+    archive.store_flags([], {"Other"}, "add")  # gives "Other" letter a in Archive
+    (uid, copy), = inbox.copy_to([msg.uid], archive)
+    assert uid == msg.uid and copy.uid == 1 and copy.flags == {"\\Seen", "$Label"}
+    assert os.stat(os.path.join(archive.path, copy.subdir, copy.name)).st_ino == \
+        os.stat(os.path.join(inbox.path, "cur", msg.name)).st_ino
+    assert archive.internaldate(1) == 1000000000 and archive.read(1) == b"hello\n"
+    assert mb.quota.usage()[:2] == (12, 2)
+    inbox.copy_to([msg.uid], archive)
+    with pytest.raises(QuotaExceeded):
+        inbox.copy_to([msg.uid], archive)
+    assert len(os.listdir(os.path.join(archive.path, "tmp"))) == 0
