@@ -442,7 +442,7 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
         self._process()
 
     def _session_id(self):
-        return self._writer.queue_id if self._writer is not None else "NOQUEUE"
+        return self.queue_id or "NOQUEUE"
 
     # -- transaction state ---------------------------------------------------
 
@@ -452,6 +452,7 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
             # A queue file opened ahead of DATA that will not be used.
             pending.addCallbacks(lambda writer: writer.abort(), lambda failure: None)
         self._pending_open = None
+        self.queue_id = None            # known once the queue file exists (first accepted RCPT)
         self.sender = None
         self.mail_params = {}
         self.recipients = []
@@ -485,10 +486,21 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
             ctx = self.server.check_context(self, self.server.list_stage(parameter, stage), recipient)
             verdict = await check.evaluate(ctx, parameter)
             if verdict.action in ("REJECT", "DEFER"):
-                log.info("{line}", line=check.reject_log(None, stage, ctx, verdict.reply),
-                         service=self.service)
+                await self._log_reject(stage, ctx, verdict)
                 return verdict
         return None
+
+    async def _log_reject(self, stage, ctx, verdict):
+        """Log Postfix's reject line; it names the queue id once the queue file exists."""
+        if self.queue_id is None and self._pending_open is not None:
+            opened = defer.Deferred()
+
+            def done(result):
+                opened.callback(None)
+                return result
+            self._pending_open.addBoth(done)
+            await opened
+        log.info("{line}", line=check.reject_log(self.queue_id, stage, ctx, verdict.reply), service=self.service)
 
     # -- HELO, EHLO -----------------------------------------------------------
 
@@ -652,7 +664,7 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
             ctx = self.server.check_context(self, "RCPT", recipient.address)
             verdict = await ctx.unlisted_recipient(recipient.address)
             if verdict is not None:
-                log.info("{line}", line=check.reject_log(None, "RCPT", ctx, verdict.reply), service=self.service)
+                await self._log_reject("RCPT", ctx, verdict)
         if verdict is not None:
             return verdict.reply
         self.recipients.append(recipient)

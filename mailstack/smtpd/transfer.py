@@ -70,14 +70,27 @@ class TransferCommands:
 
         Postfix's smtpd connects to cleanup at the first accepted recipient
         for the same reason: the file exists by the time content arrives.
+        The ``QUEUEID: client=`` line is logged then, as Postfix does.
         """
         if self._pending_open is None and self._writer is None:
             self._pending_open = defer.ensureDeferred(self.server.cleanup.open())
+            self._pending_open.addCallback(self._writer_opened)
+
+    def _writer_opened(self, writer):
+        if not self._lost:
+            self.queue_id = writer.queue_id
+        extra = ""
+        if self.sasl_username:
+            extra = ", sasl_method=%s, sasl_username=%s" % (self.sasl_method, self.sasl_username)
+        log.info("{queue_id}: client={client}{extra}", queue_id=writer.queue_id, client=self.peer,
+                 extra=extra, service=self.service)
+        return writer
 
     async def _open_writer(self):
         pending, self._pending_open = self._pending_open, None
         if pending is None:
             pending = defer.ensureDeferred(self.server.cleanup.open())
+            pending.addCallback(self._writer_opened)
         try:
             writer = await pending
         except QueueError as err:
@@ -85,11 +98,6 @@ class TransferCommands:
             raise TemporaryReject(451, "4.3.0", "Error: queue file write error") from None
         writer.begin(self._envelope(), self._tls_summary())
         self._writer = writer
-        extra = ""
-        if self.sasl_username:
-            extra = ", sasl_method=%s, sasl_username=%s" % (self.sasl_method, self.sasl_username)
-        log.info("{queue_id}: client={client}{extra}", queue_id=self._writer.queue_id, client=self.peer,
-                 extra=extra, service=self.service)
 
     def _envelope(self):
         proto = self.proto

@@ -81,6 +81,7 @@ async def test_simple_commands_and_errors(smtpd):
         "250 2.0.0 Ok", "501 5.5.4 Syntax: MAIL FROM:<address>", "501 5.1.7 Bad sender address syntax",
         "221 2.0.0 Bye"]
     assert replies[6].startswith("214 2.0.0 Commands: ")
+    await _until(lambda: server.logs.grep("disconnect from unknown[127.0.0.1]"))
     [line] = server.logs.grep("disconnect from unknown[127.0.0.1]")
     assert "noop=1 helo=1 rcpt=0/1 data=0/2 vrfy=0/1 help=1 unknown=0/2 mail=1/4 rset=1 quit=1 commands=6/15" in line
 

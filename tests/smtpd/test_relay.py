@@ -129,3 +129,17 @@ async def test_helo_restrictions_at_helo_without_delay(smtpd):
     assert "554 5.7.1 <bad.example>: Helo command rejected: Access denied" in out
     assert server.logs.grep("NOQUEUE: reject: HELO from unknown[127.0.0.1]: 554 5.7.1 <bad.example>: "
                             "Helo command rejected: Access denied; proto=ESMTP helo=<bad.example>")
+
+
+@pytest_twisted.ensureDeferred
+async def test_reject_after_accepted_recipient_names_the_queue_id(smtpd):
+    """Once a recipient is accepted the queue id replaces NOQUEUE in reject lines, as in Postfix."""
+    from tests.smtpd.test_protocol import _until
+    server = await smtpd(mynetworks="192.0.2.0/24")
+    await in_thread(raw_session, server.port, b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<x@example.test>\r\n"
+                    b"RCPT TO:<far@remote.example>\r\nQUIT\r\n", b"221 ")
+    await _until(lambda: server.logs.grep(": client=unknown[127.0.0.1]"))
+    [client_line] = server.logs.grep(": client=unknown[127.0.0.1]")
+    queue_id = client_line.split(":")[0]
+    assert server.logs.grep("%s: reject: RCPT from unknown[127.0.0.1]: 554 5.7.1 <far@remote.example>: "
+                            "Relay access denied;" % queue_id)
