@@ -198,7 +198,7 @@ def start_mailstack(base, port):
     if status:
         raise RuntimeError("mailstack init failed")
     with open(os.path.join(config, "main.cf"), "a") as handle:
-        handle.write("mail_location = maildir:%s/%%n/Maildir\nmail_fsync = never\n" % base)
+        handle.write("mail_location = maildir:%s/mailstack/%%n/Maildir\nmail_fsync = never\n" % base)
     with open(os.path.join(config, "master.cf"), "w") as handle:
         handle.write("pop3 tcp:%d:interface=127.0.0.1\n" % port)
     with open(os.path.join(config, "passwd"), "w") as handle:
@@ -228,7 +228,7 @@ disable_plaintext_auth = no
 auth_mechanisms = plain
 default_login_user = dovenull
 default_internal_user = dovecot
-mail_location = maildir:{base}/%n/Maildir
+mail_location = maildir:{base}/dovecot/%n/Maildir
 first_valid_uid = 1
 passdb {{
   driver = passwd-file
@@ -236,7 +236,7 @@ passdb {{
 }}
 userdb {{
   driver = static
-  args = uid=nobody gid=nogroup home={base}/%n
+  args = uid=nobody gid=nogroup home={base}/dovecot/%n
 }}
 service pop3-login {{
   inet_listener pop3 {{
@@ -297,12 +297,13 @@ def run_stat(names, ports, runs, count, results):
               flush=True)
 
 
-def swap_user(base, mailbox_dir):
-    """Point bench's maildir (%n = bench) at ``mailbox_dir``."""
-    link = os.path.join(base, "bench")
-    if os.path.islink(link):
-        os.unlink(link)
-    os.symlink(mailbox_dir, link)
+def swap_user(base, which):
+    """Point bench's maildir (%n = bench) at the ``which`` copy ("retr" or "stat") of each server."""
+    for server in ("mailstack", "dovecot"):
+        link = os.path.join(base, server, "bench")
+        if os.path.islink(link):
+            os.unlink(link)
+        os.symlink(os.path.join(base, server, which), link)
 
 
 def main(argv=None):
@@ -318,18 +319,22 @@ def main(argv=None):
     procs = []
     try:
         started = time.perf_counter()
-        retr_dir, stat_dir = os.path.join(base, "retr"), os.path.join(base, "stat")
-        got = build_mailbox(os.path.join(retr_dir, "Maildir"), args.retr_count, (2000, 50000), 1)
+        source = os.path.join(base, "source")
+        got = build_mailbox(os.path.join(source, "retr", "Maildir"), args.retr_count, (2000, 50000), 1)
         print("built %d messages of 2-50 KB" % got, flush=True)
-        got = build_mailbox(os.path.join(stat_dir, "Maildir"), args.stat_count, (800, 1200), 2)
+        got = build_mailbox(os.path.join(source, "stat", "Maildir"), args.stat_count, (800, 1200), 2)
         print("built %d messages of ~1 KB in %.0f s" % (got, time.perf_counter() - started), flush=True)
+        # Each server gets its own copy (hard links: same file contents, own directories),
+        # so Dovecot moving new/ to cur/ and writing its index does not change mailstack's.
+        for server in ("mailstack", "dovecot"):
+            shutil.copytree(source, os.path.join(base, server), copy_function=os.link, symlinks=True)
+        shutil.rmtree(source)
         if os.geteuid() == 0:
             nobody = pwd.getpwnam("nobody")
-            for top in (retr_dir, stat_dir):
-                for directory, _dirs, files in os.walk(top):
-                    os.chown(directory, nobody.pw_uid, nobody.pw_gid)
-                    for name in files:
-                        os.chown(os.path.join(directory, name), nobody.pw_uid, nobody.pw_gid)
+            for directory, _dirs, files in os.walk(os.path.join(base, "dovecot")):
+                os.chown(directory, nobody.pw_uid, nobody.pw_gid)
+                for name in files:
+                    os.chown(os.path.join(directory, name), nobody.pw_uid, nobody.pw_gid)
         ports = {"mailstack": free_port(), "dovecot": free_port()}
         results = {"mailstack": {}, "dovecot": {}}
         procs.append(start_mailstack(base, ports["mailstack"]))
@@ -337,10 +342,10 @@ def main(argv=None):
         if have_dovecot:
             procs.append(start_dovecot(base, ports["dovecot"]))
         names = ["mailstack"] + (["dovecot"] if have_dovecot else [])
-        swap_user(base, retr_dir)
+        swap_user(base, "retr")
         pids = {"mailstack": procs[0].pid, "dovecot": procs[1].pid if have_dovecot else None}
         run_retr(names, ports, pids, args.runs, args.retr_count, results)
-        swap_user(base, stat_dir)
+        swap_user(base, "stat")
         run_stat(names, ports, args.runs, args.stat_count, results)
         return results
     finally:

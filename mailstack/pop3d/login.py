@@ -245,6 +245,7 @@ class AuthorizationCommands:
         # RFC 2595 §3.1: nothing the client sent before the handshake may be acted upon.
         self.discard_input()
         self._user_arg = None
+        self._direct = False  # from now on every byte goes through the TLS layer
         self.transport.startTLS(self.settings.tls_options)
         self.tls = True
         self.update_security()

@@ -9,9 +9,9 @@ runs in the reactor's thread pool through ``MailStore.run``.
 
 The snapshot is what RFC 1939 asks for: message numbers 1..N in UID order,
 with the sizes and UIDLs of login time.  Sizes are the messages' CRLF sizes
-(the ``,W=`` field).  For a file whose name has no ``,W=`` (a file put there
-by another program), the size is counted from the file at login, so that
-LIST always matches what RETR sends.  UIDLs come from the persistent UIDs
+as the store knows them (the ``,W=`` field, or for a file put there by
+another program, counted once by the store and kept in the uidlist, as
+Dovecot does), so LIST always matches what RETR sends.  UIDLs come from the persistent UIDs
 and UIDVALIDITY (``pop3_uidl_format``), so they survive restarts and a move
 to or from Dovecot.
 
@@ -28,11 +28,10 @@ import collections
 import operator
 import os
 
-from mailstack.pop3d.transfer import CHUNK, virtual_size
+from mailstack.pop3d.transfer import CHUNK
 
 
 _VSIZE = operator.attrgetter("vsize")
-_BASE = operator.attrgetter("base")
 
 
 def _read_and_close(handle):
@@ -193,12 +192,4 @@ class MaildropOpener:
         folder.sync()
         messages = list(folder.messages())
         sizes = list(map(_VSIZE, messages))
-        foreign = [i for i, base in enumerate(map(_BASE, messages)) if ",W=" not in base]
-        for index in foreign:
-            # Not named by a Dovecot-style delivery: count the CRLF size from the file.
-            message = messages[index]
-            try:
-                sizes[index] = virtual_size(os.path.join(folder.path, message.subdir, message.name))
-            except FileNotFoundError:
-                pass  # expunged since the sync; RETR will say so
         return Maildrop(self.store, folder, messages, sizes, self.uidl_format)

@@ -150,6 +150,7 @@ class POP3Server(login.AuthorizationCommands, transaction.TransactionCommands, P
         self._input_paused = False
         self._closing = False
         self._producer_registered = None
+        self._direct = False
         self._idle_call = None
         self._bad_commands = 0
         self._auth_failures = 0
@@ -169,6 +170,8 @@ class POP3Server(login.AuthorizationCommands, transaction.TransactionCommands, P
             pass  # not TCP (a UNIX socket, or an in-memory test transport)
         self.rip, self.lip = _ip(transport.getPeer()), _ip(transport.getHost())
         self.tls = ISSLTransport.providedBy(transport)
+        # Direct socket writes only on a plain TCP transport of the reactor (see write()).
+        self._direct = not self.tls and hasattr(transport, "_tempDataBuffer") and hasattr(transport, "dataBuffer")
         self.update_security()
         transport.registerProducer(self, True)
         self._producer_registered = True
@@ -228,7 +231,7 @@ class POP3Server(login.AuthorizationCommands, transaction.TransactionCommands, P
         """Send one reply line (str or bytes) with its CRLF."""
         if isinstance(line, str):
             line = line.encode("utf-8")
-        self.transport.write(line + b"\r\n")
+        self.write(line + b"\r\n")
 
     def send_multiline(self, first, lines):
         """Send ``first`` and the already stuffed ``lines`` (bytes without CRLF) as one multi-line reply."""
@@ -236,7 +239,33 @@ class POP3Server(login.AuthorizationCommands, transaction.TransactionCommands, P
         out.extend(lines)
         out.append(b".")
         out.append(b"")
-        self.transport.write(b"\r\n".join(out))
+        self.write(b"\r\n".join(out))
+
+    def write(self, data):
+        """Write reply bytes, straight to the socket when nothing is queued before them.
+
+        Twisted's ``write`` always goes through the reactor: it registers the
+        socket for writing and sends on the next loop turn, two ``epoll_ctl``
+        calls and a turn per reply.  A client that waits for each reply (every
+        RETR of fetchmail) leaves the socket buffer empty, so the reply is
+        sent at once (as smtpd does).  This needs a plain TCP transport
+        (``socket``, ``dataBuffer``); TLS and anything else, a partial send,
+        or data Twisted still holds take the normal path, which keeps the order.
+        """
+        transport = self.transport
+        sock = getattr(transport, "socket", None)
+        if (self._direct and sock is not None and not transport.dataBuffer
+                and not transport._tempDataBuffer and not transport.disconnecting):
+            try:
+                sent = sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = 0  # Twisted's own write path sees and reports the error
+            if sent == len(data):
+                return
+            data = data[sent:]
+        transport.write(data)
 
     # -- input ------------------------------------------------------------
 

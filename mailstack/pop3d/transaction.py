@@ -137,13 +137,13 @@ class TransactionCommands:
         self._stats["retr"] += 1
         data = stuff(data)
         self._stats["retr_bytes"] += len(data)
-        self.transport.write(b"+OK %d octets\r\n" % self._drop.size(index) + data)
+        self.write(b"+OK %d octets\r\n" % self._drop.size(index) + data)
 
     def _retr_stream(self, index, handle):
         self._seen.add(index)
         self._stats["retr"] += 1
         head = b"+OK %d octets\r\n" % self._drop.size(index)
-        self.transport.write(head)
+        self.write(head)
         self._stats["retr_bytes"] += len(head)
         self._stream = (handle, Stuffer(), index)
         self.hold()
@@ -195,7 +195,7 @@ class TransactionCommands:
             data = top_lines(handle, lines)
         self._stats["top"] += 1
         self._stats["top_bytes"] += len(data)
-        self.transport.write(b"+OK\r\n" + data)
+        self.write(b"+OK\r\n" + data)
 
     def do_DELE(self, args):
         index = self._message(args.strip())

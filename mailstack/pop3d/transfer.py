@@ -7,7 +7,6 @@ line that begins with ``.`` gets a second ``.`` (RFC 1939 §3).  The octet
 counts of STAT and LIST are the CRLF sizes *without* the stuffing dots: this
 is Dovecot's "virtual size", which the store keeps in the ``,W=`` field of a
 maildir file name so that a listing never reads a message.
-:func:`virtual_size` computes it for a file that lacks the field.
 
 :class:`Stuffer` transforms a message chunk by chunk, so that a big message
 streams with bounded memory: a CR at the end of one chunk may begin a CRLF
@@ -85,29 +84,6 @@ def stuff(message):
     if message and message[-1:] != b"\n":
         message += b"\n"
     return message.replace(b"\n", b"\r\n") + b".\r\n"
-
-
-def virtual_size(path):
-    """Return the CRLF size of a stored message file (Dovecot's virtual size).
-
-    Reads the file: callers use it only for files whose name carries no ``,W=``.
-
-    Raises:
-        OSError: when the file cannot be read (it may have been expunged).
-    """
-    size = 0
-    carry = b""
-    with open(path, "rb") as handle:
-        while True:
-            chunk = handle.read(CHUNK)
-            if not chunk:
-                break
-            data = carry + chunk
-            carry = b"\r" if data.endswith(b"\r") else b""
-            if carry:
-                data = data[:-1]
-            size += len(data) + data.count(b"\n") - data.count(b"\r\n")
-    return size + len(carry)
 
 
 def _header_end(text):

@@ -151,3 +151,34 @@ async def test_same_uidls_and_sizes_as_dovecot(config_dir, shared_site):
         assert [line.decode() for line in listing] == _listing(dovecot, 1)
     finally:
         await helpers.stop(server)
+
+
+@pytest.mark.skipif(not os.access(DOVECOT_POP3, os.X_OK), reason="Dovecot's pop3 binary is not installed")
+@pytest.mark.xfail(strict=False, reason="store bug: a warm Folder does not publish messages that another "
+                   "program moved from new/ to cur/ without a flag change (sync.py _update_view publishes "
+                   "only on added/expunged/flagged), so RETR after Dovecot's session finds them gone")
+@pytest_twisted.ensureDeferred
+async def test_retr_after_dovecot_moved_messages_to_cur(config_dir, shared_site):
+    """After Dovecot's pop3 session moved new/ to cur/, the same mailstack process still retrieves them."""
+    location = "mail_location = maildir:%s/%%n/Maildir\n" % shared_site["base"]
+    server = await helpers.start(config_dir, extra_main_cf=location)
+    try:
+        server.deliver(JOE, message("moved"))
+
+        def ours():
+            client = server.client()
+            try:
+                client.user(JOE)
+                client.pass_(PASSWORDS[JOE])
+                result = client.retr(1)[1]
+                client.rset()
+                client.quit()
+                return result
+            finally:
+                client.close()
+        assert b"Subject: moved" in b"\n".join(await server.in_thread(ours))
+        _dovecot_pop3(shared_site, ["LIST"])  # Dovecot moves new/ to cur/
+        assert not os.listdir(os.path.join(shared_site["maildir"], "new"))
+        assert b"Subject: moved" in b"\n".join(await server.in_thread(ours))
+    finally:
+        await helpers.stop(server)

@@ -359,3 +359,35 @@ async def test_challenge_response_mechanisms(config_dir, mechanism):
     assert reply == b"+OK Logged in."
     assert stat == (0, 0)
     assert "method=%s" % mechanism in server.log_text()
+
+
+@pytest_twisted.ensureDeferred
+async def test_in_use_by_another_process(server):
+    """A POP3 session lock held by another process (another mailstack) gives -ERR [IN-USE] here."""
+    import subprocess
+    import sys
+
+    from tests.conftest import subprocess_env
+    server.deliver(JOE, message("elsewhere"))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from mailstack.pop3d.lock import SessionLocks\n"
+         "lock = SessionLocks().acquire(sys.argv[1])\n"
+         "print('locked', flush=True)\n"
+         "sys.stdin.read()\n", server.mailbox(JOE).root],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=subprocess_env())
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+
+        def talk():
+            client = server.client()
+            client.user(JOE)
+            refused = _err(client.pass_, PASSWORDS[JOE])
+            client.quit()
+            return refused
+        assert await server.in_thread(talk) == "-ERR [IN-USE] Mailbox is locked by another POP3 session."
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
+        holder.stdout.close()
+    assert "Couldn't open INBOX: in use by another POP3 session (process lock)" in server.log_text()
