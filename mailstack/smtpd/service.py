@@ -223,9 +223,17 @@ def make_service(ctx, entry, config):
         ConfigError: for configuration errors (restrictions, networks, TLS).
     """
     from mailstack import app
+    from mailstack.config.maincf import ConfigError
     tls_options = None
-    if config["smtpd_tls_security_level"] in ("may", "encrypt") or entry.endpoint.startswith("ssl:"):
+    level = config["smtpd_tls_security_level"]
+    if level in ("may", "encrypt") or entry.endpoint.startswith("ssl:"):
         tls_options = app.tls_options(config, "smtpd")
+        if tls_options is None and level == "encrypt":
+            raise ConfigError("%s: service %s: smtpd_tls_security_level = encrypt needs smtpd_tls_cert_file"
+                              % (entry.where, entry.name))
+        if tls_options is None and level == "may":
+            log.warn("service {name}: no smtpd_tls_cert_file, STARTTLS is not offered", name=entry.name,
+                     service=entry.name)
     # Every session waiting for its fsync holds a pool thread: let twenty
     # or more sessions fsync in parallel (the disk is much faster that way).
     if ctx.reactor.getThreadPool().max < MIN_THREADS:

@@ -86,3 +86,14 @@ async def test_submission_to_maildir_to_imap_and_pop3(smtp_config_dir):
         assert b"Subject: end to end" in popped and b"hello through the stack" in popped
     finally:
         await root.stopService()
+
+
+def test_encrypt_without_certificate_stops_startup(smtp_config_dir):
+    """A service that must encrypt but has no certificate is a configuration error at startup."""
+    import pytest
+    from mailstack.config.maincf import ConfigError
+    (smtp_config_dir / "master.cf").write_text(
+        "submission tcp:0:interface=127.0.0.1 -o smtpd_tls_security_level=encrypt -o smtpd_tls_cert_file=\n")
+    with pytest.raises(ConfigError, match=r"master.cf:1: service submission: smtpd_tls_security_level = encrypt "
+                                          r"needs smtpd_tls_cert_file"):
+        app.make_service(str(smtp_config_dir), reactor=reactor)
