@@ -32,6 +32,7 @@ COMMANDS = {
     "postsuper": ("mailstack.admin.postsuper", "delete, hold, release or requeue queued mail, as Postfix's postsuper"),
     "postcat": ("mailstack.admin.postcat", "show a queued message, as Postfix's postcat -q"),
     "sendmail": ("mailstack.admin.sendmail", "submit a message from standard input, as sendmail(1)"),
+    "mailbox": ("mailstack.store.admin", "list, show status of and resync a user's maildir folders, as doveadm mailbox"),
 }
 
 
