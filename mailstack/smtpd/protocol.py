@@ -86,6 +86,7 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
         self.clock = server.reactor
         self.service = server.service_name
         self._in = b""
+        self._pos = 0                   # start of the unconsumed input in _in (no copy per line)
         self._out = []
         self._busy = False
         self._closing = False
@@ -194,7 +195,7 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
         self._in += data
         if not self._busy:
             self._process()
-        elif len(self._in) > _PAUSE_AT and not self._paused:
+        elif len(self._in) - self._pos > _PAUSE_AT and not self._paused:
             # A client that keeps sending while we wait (fsync, lookups): stop
             # reading instead of buffering without bound.
             self._paused = True
@@ -203,10 +204,12 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
     def _process(self):
         """Handle every complete unit of input, then send the replies in one write."""
         while not self._busy and not self._closing and not self._lost and (
-                self._in or (self._mode == "bdat" and not self._bdat_left)):
-            if self._paused and len(self._in) < _PAUSE_AT:
+                len(self._in) > self._pos or (self._mode == "bdat" and not self._bdat_left)):
+            if self._paused and len(self._in) - self._pos < _PAUSE_AT:
                 self._paused = False
                 self.transport.resumeProducing()
+            if self._mode in ("data", "bdat"):
+                self._compact()
             if self._mode == "data":
                 rest = self._reader.feed(self._in)
                 self._in = b""
@@ -226,23 +229,32 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
                 self._run(self._auth_response(line))
             else:
                 self._command(line)
+        self._compact()
         self._flush()
+
+    def _compact(self):
+        """Drop the consumed part of the input buffer (once per batch, not per line)."""
+        if self._pos:
+            self._in = self._in[self._pos:]
+            self._pos = 0
 
     def _next_line(self):
         """Return the next complete line (without its line end), or None."""
-        end = self._in.find(b"\n")
+        start = self._pos
+        end = self._in.find(b"\n", start)
         if end < 0:
-            if len(self._in) > self._line_limit:
+            if len(self._in) - start > self._line_limit:
                 # Keep memory bounded: drop the line, answer when its end arrives.
                 self._skipping = True
-                self._in = b""
+                self._in, self._pos = b"", 0
             return None
-        line, self._in = self._in[:end], self._in[end + 1:]
-        if self._skipping or end > self._line_limit:
+        line = self._in[start:end]
+        self._pos = end + 1
+        if self._skipping or end - start > self._line_limit:
             self._skipping = False
             self._count("unknown", False)
             self._error(500, "5.5.2", "Error: line too long")
-            return None if not self._in else self._next_line()
+            return None if self._pos >= len(self._in) else self._next_line()
         if line.endswith(b"\r"):
             line = line[:-1]
         elif self._bare_newline_forbidden():
@@ -258,6 +270,7 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
     def _reply_bare_newline(self):
         code = self.config["smtpd_forbid_bare_newline_reject_code"]
         self._out.append(b"%d 5.5.2 %s Error: bare <LF> received\r\n" % (code, self._hostname()))
+        self._pos = 0
         log.info("disconnect: bare <LF> received from {client} after {command}", client=self.peer,
                  command=self._last_command, service=self.service)
         self._closing = True
@@ -735,6 +748,7 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
             return (502, "5.5.1", "Error: command not implemented")
         # RFC 3207 §4.2 / CVE-2011-0411: anything pipelined after STARTTLS
         # arrived in plaintext and must not be acted on after the handshake.
+        self._compact()
         if self._in:
             log.info("{client}: discarding {n} bytes of plaintext pipelined after STARTTLS",
                      client=self.peer, n=len(self._in), service=self.service)
