@@ -41,6 +41,7 @@ class HeaderStream:
         self._on_headers = on_headers
         self._buf = bytearray()
         self._in_body = False
+        self._scanned = 0  # where the first line not yet known to be a header starts
         self.size = 0
 
     def feed(self, data):
@@ -54,7 +55,7 @@ class HeaderStream:
 
     def _scan(self):
         buf = self._buf
-        pos = 0
+        pos = self._scanned
         while True:
             end = buf.find(b"\n", pos)
             if end < 0:
@@ -68,7 +69,7 @@ class HeaderStream:
                 self._finish_headers(pos)
                 return
             if pos and line[:1] in (b" ", b"\t"):
-                pos = end + 1
+                pos = self._scanned = end + 1
                 continue
             if not _FIELD_RE.match(stripped):
                 self._finish_headers(pos)
@@ -76,7 +77,7 @@ class HeaderStream:
             if end + 1 > self._limit:
                 self._finish_headers(pos)
                 return
-            pos = end + 1
+            pos = self._scanned = end + 1
 
     def _finish_headers(self, pos):
         """End header processing at ``pos``: store the headers, the added ones, then the rest."""
