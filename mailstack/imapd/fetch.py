@@ -34,6 +34,7 @@ _SIMPLE = {b"FLAGS", b"UID", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE", b"BOD
 _NEEDS_CONTENT = {b"ENVELOPE", b"BODYSTRUCTURE", b"RFC822", b"RFC822.HEADER", b"RFC822.TEXT", b"BODY"}
 _SETS_SEEN = {b"RFC822", b"RFC822.TEXT"}
 _STRUCTURED = {b"ENVELOPE", b"BODYSTRUCTURE", b"BODY"}
+_RAW = {b"RFC822", b"RFC822.HEADER", b"RFC822.TEXT"}
 BATCH = 2000
 CONTENT_BATCH = 50
 
@@ -146,15 +147,29 @@ async def fetch(session, tag, cursor, uid):
     targets = [(seq, msg) for seq, msg in targets if not selected.is_gone(msg.uid)]
     if b"INTERNALDATE" in items:
         await selected.load_dates([msg for _, msg in targets])
+    cache = getattr(session.factory, "structure_cache", None)
+    cacheable = cache is not None and all(not isinstance(i, Section) and i not in _RAW for i in items)
     batch_size = CONTENT_BATCH if need_content else BATCH
     for start in range(0, len(targets), batch_size):
         batch = targets[start:start + batch_size]
-        contents = await selected.contents([msg for _, msg in batch]) if need_content else {}
+        cached = {}
+        if cacheable and need_content:
+            path = selected.folder.path
+            for _, msg in batch:
+                entry = cache.get((path, msg.base))
+                if entry is not None and all(i in entry for i in items if i in _STRUCTURED):
+                    cached[msg.uid] = entry
+        missing = [msg for _, msg in batch if msg.uid not in cached]
+        contents = await selected.contents(missing) if need_content and missing else {}
         chunks = []
         for seq, msg in batch:
-            if need_content and msg.uid not in contents:
+            entry = cached.get(msg.uid)
+            if need_content and entry is None and msg.uid not in contents:
                 continue  # expunged by someone else meanwhile
-            chunks.append(_response(seq, msg, items, contents.get(msg.uid), sets_seen, selected))
+            if entry is None and cacheable and need_content:
+                entry = _structures(items, contents[msg.uid])
+                cache.put((selected.folder.path, msg.base), entry)
+            chunks.append(_response(seq, msg, items, contents.get(msg.uid), sets_seen, selected, entry))
         session.send_raw(b"".join(chunks))
         if start + batch_size < len(targets):
             await session.pause()
@@ -180,8 +195,21 @@ async def _fetch_flags(session, selected, ranges, uid, with_uid, with_flags):
         session.send_raw(b"".join(lines))
 
 
-def _response(seq, msg, items, content, seen_changed, selected):
-    entity = mime.Entity(content) if _STRUCTURED.intersection(items) else _LazyEntity(content)
+def _structures(items, content):
+    """Encode the structure items (ENVELOPE, BODYSTRUCTURE, BODY) a FETCH asks for."""
+    entity = mime.Entity(content)
+    encoders = {
+        b"ENVELOPE": lambda: encode_list(envelope(entity)),
+        b"BODYSTRUCTURE": lambda: encode_list(body_structure(entity, True)),
+        b"BODY": lambda: encode_list(body_structure(entity, False)),
+    }
+    return {item: encoders[item]() for item in items if item in _STRUCTURED}
+
+
+def _response(seq, msg, items, content, seen_changed, selected, encoded=None):
+    if encoded is None and _STRUCTURED.intersection(items):
+        encoded = _structures(items, content)
+    entity = _LazyEntity(content)
     out = []
     flags_sent = False
     for item in items:
@@ -197,12 +225,8 @@ def _response(seq, msg, items, content, seen_changed, selected):
             out.append(b"INTERNALDATE " + quote(format_internal_date(selected.internal_date(msg))))
         elif item == b"RFC822.SIZE":
             out.append(b"RFC822.SIZE %d" % msg.vsize)
-        elif item == b"ENVELOPE":
-            out.append(b"ENVELOPE " + encode_list(envelope(entity)))
-        elif item == b"BODYSTRUCTURE":
-            out.append(b"BODYSTRUCTURE " + encode_list(body_structure(entity, True)))
-        elif item == b"BODY":
-            out.append(b"BODY " + encode_list(body_structure(entity, False)))
+        elif item in _STRUCTURED:
+            out.append(item + b" " + encoded[item])
         elif item == b"RFC822":
             out.append(b"RFC822 " + _literal(content))
         elif item == b"RFC822.HEADER":

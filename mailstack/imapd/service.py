@@ -23,6 +23,7 @@ from twisted.logger import Logger
 
 from mailstack import app
 from mailstack.auth.service import AuthRequest, AuthTemporaryError, UnknownMechanism, auth_service
+from mailstack.imapd.cache import StructureCache
 from mailstack.imapd.server import IMAPServer
 from mailstack.store import store as mailstore
 from mailstack.store.errors import StoreError
@@ -47,6 +48,8 @@ class IMAPFactory(protocol.Factory):
         auth: the :class:`~mailstack.auth.service.AuthService`.
         store: the :class:`~mailstack.store.store.MailStore`.
         sessions: the open sessions.
+        structure_cache: encoded ENVELOPE/BODYSTRUCTURE per message
+            (:class:`~mailstack.imapd.cache.StructureCache`).
     """
 
     UnknownMechanism = UnknownMechanism
@@ -59,6 +62,7 @@ class IMAPFactory(protocol.Factory):
         self.service_name = service_name
         self.tls_options = tls_options
         self.sessions = set()
+        self.structure_cache = StructureCache()
 
     def buildProtocol(self, addr):
         return IMAPServer(self)

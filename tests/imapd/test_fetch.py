@@ -122,3 +122,28 @@ def test_examine_does_not_set_seen(imap_server):
     assert b"FLAGS" not in conn.transact("ok", "FETCH 1 BODY[TEXT]").untagged[0]
     assert conn.transact("ok", "FETCH 1 FLAGS").untagged == [b"1 FETCH (FLAGS ())"]
     conn.close()
+
+
+def test_structure_cache_is_bounded():
+    """The structure cache evicts least recently used entries past its byte bound."""
+    from mailstack.imapd.cache import StructureCache
+    cache = StructureCache(max_bytes=1000)
+    for n in range(10):
+        cache.put(("/m", "base%d" % n), {b"ENVELOPE": b"x" * 100})
+    assert len(cache) == 3 and cache.size <= 1000
+    assert cache.get(("/m", "base0")) is None and cache.get(("/m", "base9")) is not None
+    cache.put(("/m", "base9"), {b"BODY": b"y"})
+    assert set(cache.get(("/m", "base9"))) == {b"ENVELOPE", b"BODY"}
+
+
+@threaded
+def test_repeated_structure_fetch_uses_cache(imap_server):
+    """A second ENVELOPE/BODYSTRUCTURE fetch answers the same, from the service's cache."""
+    conn = connect(imap_server)
+    conn.append("ok", "INBOX", MULTIPART)
+    conn.transact("ok", "SELECT INBOX")
+    first = conn.transact("ok", "FETCH 1 (ENVELOPE BODYSTRUCTURE)").untagged
+    assert len(imap_server.factories["imap"].structure_cache) == 1
+    assert conn.transact("ok", "FETCH 1 (ENVELOPE BODYSTRUCTURE)").untagged == first
+    assert conn.transact("ok", "FETCH 1 (BODY FLAGS)").untagged[0].startswith(b"1 FETCH (BODY ((")
+    conn.close()
