@@ -17,7 +17,8 @@ Postfix's qmgr(8), in one reactor:
   (:mod:`mailstack.rewrite.resolve`) and grouped per destination
   (transport, next hop) into requests of at most
   ``default_destination_recipient_limit`` recipients
-  (``local_destination_recipient_limit`` for local).  A destination runs
+  (``local_destination_recipient_limit`` for local; with a limit of 1 the
+  destination is the recipient itself, as in Postfix).  A destination runs
   at most *window* requests at once: the window starts at
   ``initial_destination_concurrency``, grows by one after each request
   that delivered something (slow start) up to
@@ -442,7 +443,10 @@ class QueueManager:
             limit = self._recipient_limit(transport)
             for start in range(0, len(recipients), limit):
                 chunk = recipients[start:start + limit]
-                jobs.append(((transport, nexthop), DeliveryRequest(
+                # As Postfix: with a recipient limit of 1 the destination is the
+                # recipient, so the concurrency limit applies per recipient.
+                key = (transport, nexthop) if limit > 1 else (transport, nexthop, chunk[0].address.lower())
+                jobs.append((key, DeliveryRequest(
                     queue_id, qf.envelope, transport, nexthop, chunk, msg.content, qf.content_length,
                     msg.flushed), [by_index[r.index] for r in chunk]))
         msg.outstanding = len(jobs)
@@ -520,6 +524,8 @@ class QueueManager:
         elif statuses:
             destination.window = max(1, destination.window - 1)
         msg.outstanding -= 1
+        if len(destination.key) == 3 and not destination.busy and not destination.jobs:
+            self.destinations.pop(destination.key, None)  # per-recipient destinations come and go
         if msg.outstanding == 0:
             await self._finish(msg)
         self._dispatch(destination)

@@ -317,3 +317,21 @@ async def test_success_notice_for_notify_success(tmp_path, logs):
     assert "Subject: Successful Mail Delivery Report" in text and "Original-Envelope-Id: E-42" in text
     assert "Final-Recipient: rfc822; b@remote.test\n" in text and "Action: delivered" in text
     assert "c@remote.test" not in text
+
+
+@pytest_twisted.ensureDeferred
+async def test_local_concurrency_limit_is_per_recipient(tmp_path):
+    """With local_destination_recipient_limit = 1 the local concurrency limit applies per recipient, as in Postfix."""
+    agent = RecordingAgent()
+    h = Harness(tmp_path, "local_destination_concurrency_limit = 1\n", {"local": agent})
+    h.qmgr.start()
+    await h.submit("s@remote.test", ["a@localhost", "b@localhost"])
+    await h.submit("s@remote.test", ["a@localhost"])
+    await wait_until(lambda: len(agent.waiting) == 2 and not h.queue.list("incoming"), h.clock)
+    assert sorted(b[0] for b in agent.batches) == ["a@localhost", "b@localhost"]
+    while agent.waiting or h.qmgr.active:
+        agent.release_all()
+        await wait_until(lambda: agent.waiting or not h.qmgr.active, h.clock)
+    assert len(agent.batches) == 3 and agent.peak == 2
+    await h.qmgr.stop()
+    assert h.qmgr.destinations == {}
