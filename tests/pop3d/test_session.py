@@ -221,3 +221,32 @@ def _err(function, *args):
     except poplib.error_proto as err:
         return err.args[0].decode()
     raise AssertionError("expected -ERR from %s" % function.__name__)
+
+
+@pytest_twisted.ensureDeferred
+async def test_tcp_nodelay_on_every_connection(server):
+    """Server-side sockets of pop3 and pop3s have TCP_NODELAY set (no delayed-ACK stalls)."""
+    from twisted.internet import reactor, threads
+
+    from mailstack.pop3d.protocol import POP3Server
+
+    def server_sockets():
+        found = []
+        for reader in reactor.getReaders():
+            proto = getattr(reader, "protocol", None)
+            inner = getattr(proto, "wrappedProtocol", proto)  # implicit TLS wraps the protocol
+            if isinstance(inner, POP3Server):
+                found.append(reader.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        return found
+
+    plain = await threads.deferToThread(server.client)
+    tls = await threads.deferToThread(server.client, "pop3s")
+    try:
+        for _ in range(100):
+            if len(server_sockets()) == 2:
+                break
+            await task.deferLater(reactor, 0.01, lambda: None)
+        assert len(server_sockets()) == 2 and all(server_sockets())
+    finally:
+        await threads.deferToThread(plain.quit)
+        await threads.deferToThread(tls.quit)
