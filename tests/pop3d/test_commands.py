@@ -2,7 +2,6 @@
 
 import poplib
 
-import pytest
 import pytest_twisted
 
 from tests.pop3d import helpers

@@ -238,7 +238,6 @@ async def test_stls_then_login(server):
 async def test_stls_discards_pipelined_commands(server):
     """Commands sent together with STLS are not executed after the handshake (RFC 2595 §3.1)."""
     import socket
-    import ssl
 
     def talk():
         sock = socket.create_connection(("127.0.0.1", server.ports["pop3"]), timeout=10)
