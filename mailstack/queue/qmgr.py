@@ -69,7 +69,7 @@ from twisted.logger import Logger
 from mailstack.agents.base import DeliveryRecipient, DeliveryRequest, DeliveryStatus
 from mailstack.bounce.dsn import RecipientReport
 from mailstack.queue import qfile
-from mailstack.queue.store import QueueError, fsync_directory
+from mailstack.queue.store import QueueError
 
 log = Logger(namespace="mailstack.qmgr")
 
@@ -608,7 +608,7 @@ class QueueManager:
             if warned is not None:
                 qfile.set_warning_time(self.queue.path("active", queue_id), qf, warned)
             self.queue.move(queue_id, "active", "deferred", mtime=now + backoff)
-            fsync_directory(self.queue.path("deferred"))
+            self.queue.sync_directory("deferred")
         try:
             await self.queue.in_thread(work)
         except FileNotFoundError:

@@ -35,6 +35,7 @@ Parameters read: ``queue_directory``, ``myhostname``.
 
 import errno
 import os
+import threading
 import time
 
 from twisted.internet.threads import deferToThreadPool
@@ -72,6 +73,44 @@ def fsync_directory(path):
         os.close(fd)
 
 
+class DirectorySync:
+    """Group commit for directory fsyncs: one ``fsync`` covers every rename made before it started.
+
+    Called from worker threads after a rename; returns once a directory
+    fsync that *started after* the call has completed.  Concurrent callers
+    share one fsync instead of queueing one each (the journal commit is the
+    expensive part).
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self._cond = threading.Condition()
+        self._requested = 0
+        self._done = 0
+        self._running = False
+
+    def sync(self):
+        with self._cond:
+            self._requested += 1
+            mine = self._requested
+            while self._done < mine:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._running = True
+                target = self._requested
+                self._cond.release()
+                try:
+                    fsync_directory(self.path)
+                    synced = True
+                finally:
+                    self._cond.acquire()
+                    self._running = False
+                    self._cond.notify_all()
+                if synced:
+                    self._done = max(self._done, target)
+
+
 class MailQueue:
     """One queue directory.
 
@@ -90,6 +129,11 @@ class MailQueue:
         self._listeners = []
         for name in QUEUES + LOGS:
             os.makedirs(os.path.join(queue_directory, name), mode=0o700, exist_ok=True)
+        self._syncers = {name: DirectorySync(os.path.join(queue_directory, name)) for name in QUEUES}
+
+    def sync_directory(self, queue):
+        """fsync the directory of ``queue``, shared with concurrent callers (see :class:`DirectorySync`).  Blocks."""
+        self._syncers[queue].sync()
 
     @property
     def threadpool(self):
@@ -160,9 +204,9 @@ class MailQueue:
         def work():
             moved = self.move(queue_id, source, target, mtime)
             if moved:
-                fsync_directory(self.path(target))
+                self.sync_directory(target)
                 if source != target:
-                    fsync_directory(self.path(source))
+                    self.sync_directory(source)
             return moved
         return self.in_thread(work)
 
@@ -266,6 +310,7 @@ class QueueFileWriter:
         self._buffer = bytearray()
         final = self._queue.path(self._target, self.queue_id)
         fd, tmp, length = self._fd, self._tmp, self._length + len(tail)
+        queue, target = self._queue, self._target
         self._closed = True
 
         def durable():
@@ -276,7 +321,7 @@ class QueueFileWriter:
             finally:
                 os.close(fd)
             os.rename(tmp, final)
-            fsync_directory(os.path.dirname(final))
+            queue.sync_directory(target)
 
         try:
             await self._queue.in_thread(durable)
