@@ -156,6 +156,7 @@ def postsuper(queue, action, words, queues=POSTSUPER_QUEUES, err=None, stdin=Non
         queues = tuple(q for q in queues if q != "hold")
     targets = _ids(queue, words, queues, stdin)
     count = 0
+    released = []
     now = time.time()
     for queue_id, where in targets:
         if action == "d":
@@ -167,6 +168,8 @@ def postsuper(queue, action, words, queues=POSTSUPER_QUEUES, err=None, stdin=Non
         elif action == "H":
             done = queue.move(queue_id, "hold", "deferred", mtime=now)
             message = "released from hold"
+            if done:
+                released.append(queue_id)
         else:
             done = queue.move(queue_id, where, "incoming")
             message = "requeued"
@@ -175,6 +178,8 @@ def postsuper(queue, action, words, queues=POSTSUPER_QUEUES, err=None, stdin=Non
             err.write("postsuper: %s: %s\n" % (queue_id, message))
     for name in ("incoming", "deferred", "hold"):
         fsync_directory(queue.path(name))
+    if action == "H" and released:
+        request_flush(queue, released)  # a running queue manager picks them up at once
     summary = {"d": "Deleted", "h": "Placed on hold", "H": "Released from hold", "r": "Requeued"}[action]
     if count:
         err.write("postsuper: %s: %s\n" % (summary, _plural(count)))

@@ -61,6 +61,7 @@ def test_postsuper_hold_release_requeue_delete(config_dir, queue):
     assert sorted(queue.list("hold")) == sorted([first, second])
     status, out, err = run_cli("--config", config_dir, "postsuper", "-H", first)
     assert "postsuper: %s: released from hold" % first in err and queue.list("deferred") == [first]
+    assert os.path.exists(queue.path("public", "flush-" + first))
     status, out, err = run_cli("--config", config_dir, "postsuper", "-r", first)
     assert "postsuper: Requeued: 1 message" in err and queue.list("incoming") == [first]
     status, out, err = run_cli("--config", config_dir, "postsuper", "-d", "ALL")

@@ -335,3 +335,15 @@ async def test_local_concurrency_limit_is_per_recipient(tmp_path):
     assert len(agent.batches) == 3 and agent.peak == 2
     await h.qmgr.stop()
     assert h.qmgr.destinations == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_hold_transport_puts_message_on_hold(tmp_path, logs):
+    """A recipient resolved to the hold transport moves the whole message to hold/."""
+    h = _harness(tmp_path, "default_transport = hold\n")
+    h.qmgr.start()
+    queue_id = await h.submit("a@example.org", ["b@remote.test"])
+    await h.settle()
+    await h.qmgr.stop()
+    assert h.queue.list("hold") == [queue_id]
+    assert logs.matching("%s: hold: " % queue_id)
