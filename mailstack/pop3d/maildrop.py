@@ -11,13 +11,15 @@ The snapshot is what RFC 1939 asks for: message numbers 1..N in UID order,
 with the sizes and UIDLs of login time.  Sizes are the messages' CRLF sizes
 as the store knows them (the ``,W=`` field, or for a file put there by
 another program, counted once by the store and kept in the uidlist, as
-Dovecot does), so LIST always matches what RETR sends.  UIDLs come from the persistent UIDs
-and UIDVALIDITY (``pop3_uidl_format``), so they survive restarts and a move
-to or from Dovecot.
+Dovecot does), so LIST always matches what RETR sends.  UIDLs come from
+the persistent UIDs and UIDVALIDITY (``pop3_uidl_format``), so they survive
+restarts and a move to or from Dovecot; they are formatted only when UIDL
+is asked for.  The opener keeps the most recently used INBOXes in memory.
 
 Reading a message opens its file by the path of the snapshot, in the
-reactor thread (an open of a cached directory entry); when another program
-renamed it (a flag change), the store finds it again, in a thread.
+reactor thread (an open of a cached directory entry, as every mail server
+does); when another program renamed it (a flag change), the store finds it
+again, in a thread.
 
 :meth:`Maildrop.commit` is the UPDATE state: it flags retrieved messages
 ``\\Seen`` and expunges the deleted ones through the store, which rewrites
@@ -29,7 +31,6 @@ import operator
 import os
 
 from mailstack.pop3d.transfer import CHUNK
-
 
 _VSIZE = operator.attrgetter("vsize")
 
