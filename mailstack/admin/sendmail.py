@@ -13,7 +13,9 @@ sender (``<>`` for the null sender; default: the login name at
 ``$myorigin``); ``-F name`` the full name in a From: header that is
 added; ``-i``/``-oi``: a line with a single dot does not end the message;
 ``-q``: flush the queue (``postqueue -f``); ``-bp``: list the queue
-(``mailq``); ``-bs`` is not supported (run the SMTP server instead).
+(``mailq``); ``-bs``: speak SMTP on standard input and output, through
+mailstack's own SMTP server code (restrictions, cleanup, the queue API),
+as a client at 127.0.0.1.
 
 Like Postfix's cleanup for local submissions, missing ``From:``,
 ``Date:`` and ``Message-ID:`` headers are added, with a
@@ -159,6 +161,8 @@ def run(args):
     if args.flush:
         tools.request_flush(tools.open_queue(args.config))
         return 0
+    if args.mode == "s":
+        return smtp_on_stdio(args.config)
     if args.mode != "m":
         sys.stderr.write("sendmail: fatal: -b%s is not supported\n" % args.mode)
         return 64
@@ -174,4 +178,56 @@ def run(args):
     except OSError as err:
         sys.stderr.write("sendmail: fatal: cannot queue the message: %s\n" % err)
         return 75
+    return 0
+
+
+def smtp_on_stdio(config_directory):
+    """``sendmail -bs``: run an SMTP session on standard input/output; return the exit status."""
+    from twisted.internet import defer, protocol, stdio, task
+    from twisted.internet.interfaces import IHalfCloseableProtocol
+    from zope.interface import implementer
+    from twisted.internet.address import IPv4Address
+    from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+
+    from mailstack.app import ServerContext
+    from mailstack.smtpd.protocol import SMTPServerProtocol
+    from mailstack.smtpd.service import build_server
+
+    @implementer(IHalfCloseableProtocol)
+    class LocalClient(ProtocolWrapper):
+        """Presents the pipe as a local TCP client, as Postfix's sendmail -bs is a local submission.
+
+        The end of standard input does not end the session: commands read
+        before it are still answered; the session ends when the server
+        closes it (QUIT) or after ``smtpd_timeout``.
+        """
+
+        def readConnectionLost(self):
+            pass
+
+        def writeConnectionLost(self):
+            self.transport.loseConnection()
+
+        def getPeer(self):
+            return IPv4Address("TCP", "127.0.0.1", 0)
+
+        def getHost(self):
+            return IPv4Address("TCP", "127.0.0.1", 25)
+
+        def connectionLost(self, reason):
+            super().connectionLost(reason)
+            if not done.called:
+                done.callback(None)
+
+    done = defer.Deferred()
+
+    def main(reactor):
+        config = maincf.load(config_directory)
+        server = build_server(ServerContext(reactor, config, config_directory), config, "sendmail")
+
+        wrapping = WrappingFactory(protocol.Factory())
+        stdio.StandardIO(LocalClient(wrapping, SMTPServerProtocol(server)), reactor=reactor)
+        return done
+
+    task.react(main, [])
     return 0

@@ -60,3 +60,18 @@ def test_sendmail_while_stopped_then_delivery_and_pflogsumm(server, config_dir):
     assert totals["delivered"] == 2
     assert totals["bounced"] >= 1
     assert totals["deferred"] == 1
+
+
+def test_sendmail_bs_speaks_smtp_on_stdio(config_dir):
+    """sendmail -bs runs an SMTP session on standard input/output and queues the message."""
+    prepare(config_dir)
+    assert subprocess.run(["mailstack", "--config", str(config_dir), "postmap", str(config_dir / "virtual")],
+                          env=subprocess_env(), capture_output=True).returncode == 0
+    session = (b"EHLO me\r\nMAIL FROM:<root@example.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"
+               b"Subject: bs\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+    result = _sendmail(config_dir, "-bs", data=session)
+    out = result.stdout.decode()
+    assert result.returncode == 0, result.stderr
+    assert out.startswith("220 ") and "\r\n221 2.0.0" in out
+    queue_id = out.split("queued as ")[1].split()[0]
+    assert (config_dir / "queue" / "incoming" / queue_id).exists()
