@@ -339,13 +339,14 @@ def wait_port(port, proc, what, timeout=60):
 
 def start_mailstack(base, port):
     config = os.path.join(base, "etc")
-    with redirect_stdout(io.StringIO()):
-        status = cli.main(["--config", config, "init", "--ports", "dev", "--domain", "example.test",
-                           "--hostname", "localhost"])
-    if status:
-        raise RuntimeError("mailstack init failed")
-    with open(os.path.join(config, "main.cf"), "a") as handle:
-        handle.write("mail_location = maildir:%s/%%n/Maildir\nmail_fsync = never\n" % base)
+    if not os.path.exists(os.path.join(config, "main.cf")):
+        with redirect_stdout(io.StringIO()):
+            status = cli.main(["--config", config, "init", "--ports", "dev", "--domain", "example.test",
+                               "--hostname", "localhost"])
+        if status:
+            raise RuntimeError("mailstack init failed")
+        with open(os.path.join(config, "main.cf"), "a") as handle:
+            handle.write("mail_location = maildir:%s/%%n/Maildir\nmail_fsync = never\n" % base)
     with open(os.path.join(config, "master.cf"), "w") as handle:
         # A deep accept queue: thousands of clients connect at once.
         handle.write("imap tcp:%d:interface=127.0.0.1:backlog=4096\n" % port)
@@ -425,21 +426,42 @@ def stop(proc):
         proc.wait()
 
 
-def run_server(name, port, proc, args, counts, idle_sizes, deliver_owner, base):
+def run_server(name, start, args, counts, idle_sizes, deliver_owner, base, procs):
+    """Run every figure against server ``name``; ``start()`` returns a fresh (process, port).
+
+    Each IDLE size gets a freshly started server, so that memory freed by an
+    earlier figure (a 100,000-message FETCH) cannot hide what sessions cost.
+    """
     results = {}
+
+    def fresh():
+        proc, port = start()
+        procs.append(proc)
+        return proc, port
+
+    def done(proc):
+        stop(proc)
+        procs.remove(proc)
+
+    proc, port = fresh()
     for user in ("small", "large"):
         if counts[user]:
             results[user] = series(port, user, args.runs, counts[user])
             print("%-9s %-6s %s" % (name, user, fmt(results[user])), flush=True)
+    done(proc)
     inbox = os.path.join(base, "idle", "Maildir")
     for sessions in idle_sizes:
+        proc, port = fresh()
         try:
+            login_select(port, "idle").close()  # warm: the first login loads the auth and store code
             figures = _idle_run(port, sessions, args.idle_rounds, lambda: children(proc.pid),
                                 lambda: deliver_as(inbox, deliver_owner))
         except Exception as err:  # report what failed (limits, memory) and go on
             print("%-9s IDLE %d sessions failed: %s" % (name, sessions, err), flush=True)
             results["idle%d" % sessions] = None
             continue
+        finally:
+            done(proc)
         results["idle%d" % sessions] = figures
         print("%-9s IDLE %6d sessions: %.1f KiB/session, push p50 %.3f s, p99 %.3f s"
               % ((name, sessions) + figures), flush=True)
@@ -528,23 +550,25 @@ def main(argv=None):
                 build_mailbox(os.path.join(base, user, "Maildir"), count, seed)
         print("built mailboxes in %.0f s" % (time.perf_counter() - started), flush=True)
 
-        port = free_port()
-        proc = start_mailstack(base, port)
-        procs.append(proc)
-        results["mailstack"] = run_server("mailstack", port, proc, args, counts, args.idle, None, base)
-        stop(proc)
-        procs.remove(proc)
+        def mailstack():
+            port = free_port()
+            return start_mailstack(base, port), port
+
+        results["mailstack"] = run_server("mailstack", mailstack, args, counts, args.idle, None, base, procs)
 
         if os.access(DOVECOT, os.X_OK):
             if os.geteuid() == 0:
                 for user in USERS:
                     chown_tree(os.path.join(base, user), "nobody")
-            port = free_port()
-            proc = start_dovecot(base, port, max(args.idle + [10]))
-            procs.append(proc)
             owner = "nobody" if os.geteuid() == 0 else None
-            results["dovecot"] = run_server("dovecot", port, proc, args, counts,
-                                            [n for n in args.idle if n <= args.dovecot_idle_max], owner, base)
+
+            def dovecot():
+                port = free_port()
+                return start_dovecot(base, port, max(args.idle + [10])), port
+
+            results["dovecot"] = run_server("dovecot", dovecot, args, counts,
+                                            [n for n in args.idle if n <= args.dovecot_idle_max], owner, base,
+                                            procs)
         text = report(results, counts, args)
         print(text)
         if args.report:
