@@ -269,6 +269,7 @@ class FolderSync:
             return self._first_view()
         view, view_base, by_base = dict(self._by_uid), self._view_base, self._uidlist.by_base
         added, expunged, flagged = [], [], []
+        moved = False  # a message whose file name changed without a flag change
         # Removals first: after a renumbering a UID may pass from one base to another.
         for base in candidates & view_base.keys() if view_base else ():
             old_uid = view_base[base]
@@ -312,7 +313,9 @@ class FolderSync:
                 added.append(message)
             elif previous.flags != message.flags:
                 flagged.append(message)
-        if added or expunged or flagged:
+            else:
+                moved = True  # new/ -> cur/ by another program: new path, same flags
+        if added or expunged or flagged or moved:
             self._publish(view)
         self._synced = True
         added.sort()

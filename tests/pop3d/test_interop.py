@@ -154,9 +154,6 @@ async def test_same_uidls_and_sizes_as_dovecot(config_dir, shared_site):
 
 
 @pytest.mark.skipif(not os.access(DOVECOT_POP3, os.X_OK), reason="Dovecot's pop3 binary is not installed")
-@pytest.mark.xfail(strict=False, reason="store bug: a warm Folder does not publish messages that another "
-                   "program moved from new/ to cur/ without a flag change (sync.py _update_view publishes "
-                   "only on added/expunged/flagged), so RETR after Dovecot's session finds them gone")
 @pytest_twisted.ensureDeferred
 async def test_retr_after_dovecot_moved_messages_to_cur(config_dir, shared_site):
     """After Dovecot's pop3 session moved new/ to cur/, the same mailstack process still retrieves them."""

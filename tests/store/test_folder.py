@@ -42,6 +42,19 @@ def test_external_rename_keeps_uid(mailbox):
     assert not changes.added and not changes.expunged
 
 
+def test_move_to_cur_without_flag_change_is_published(mailbox):
+    """A message moved new/ -> cur/ with no flags (as Dovecot's pop3 does) is opened at its new path."""
+    msg = mailbox.deliver(b"moved\n")
+    inbox = mailbox.folder()
+    inbox.sync()
+    os.rename(os.path.join(inbox.path, "new", msg.name), os.path.join(inbox.path, "cur", msg.name + ":2,"))
+    changes = inbox.sync()
+    assert not changes.added and not changes.expunged and not changes.flagged
+    assert inbox.get(msg.uid).subdir == "cur"
+    with inbox.open_message(msg.uid) as handle:
+        assert handle.read() == b"moved\n"
+
+
 def test_store_flags_and_keywords(mailbox):
     """STORE-style changes rename into cur/ with sorted letters and dovecot-keywords letters."""
     msg = mailbox.deliver(b"a\n")
