@@ -145,12 +145,20 @@ def interface_addresses(config):
     return [w.strip("[]") for w in words]
 
 
+# Twisted listens with a backlog of 50; a burst of connections (a mail storm,
+# thousands of IMAP clients reconnecting) would be dropped by the kernel.
+# An endpoint's own backlog=N wins.
+DEFAULT_BACKLOG = 1024
+
+
 def endpoint_descriptions(description, config):
     """Expand one master.cf endpoint into (description, implicit_tls) pairs, one per bind address."""
     kind, _, rest = description.partition(":")
     implicit_tls = kind == "ssl" and "privateKey=" not in rest
     if implicit_tls:
         kind = "tcp"
+    if kind in ("tcp", "tcp6", "ssl", "unix") and "backlog=" not in rest:
+        rest += ":backlog=%d" % DEFAULT_BACKLOG
     if kind not in ("tcp", "tcp6", "ssl") or "interface=" in rest:
         return [("%s:%s" % (kind, rest), implicit_tls)]
     return [("%s:%s:interface=%s" % (kind, rest, _escape(addr)), implicit_tls)

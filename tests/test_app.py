@@ -96,9 +96,12 @@ def test_inet_interfaces_expansion(config_dir):
     config = maincf.load(str(config_dir)).with_overrides(
         [maincf.Setting("inet_interfaces", "127.0.0.1, [::1]")])
     assert app.endpoint_descriptions("tcp:25", config) == [
-        ("tcp:25:interface=127.0.0.1", False), (r"tcp:25:interface=\:\:1", False)]
+        ("tcp:25:backlog=1024:interface=127.0.0.1", False), (r"tcp:25:backlog=1024:interface=\:\:1", False)]
     assert app.endpoint_descriptions("ssl:465:interface=127.0.0.2", config) == [
-        ("tcp:465:interface=127.0.0.2", True)]
+        ("tcp:465:interface=127.0.0.2:backlog=1024", True)]
+    # An endpoint's own backlog wins over the default.
+    assert app.endpoint_descriptions("tcp:25:backlog=5:interface=127.0.0.1", config) == [
+        ("tcp:25:backlog=5:interface=127.0.0.1", False)]
 
 
 class _Collect(protocol.Protocol):
