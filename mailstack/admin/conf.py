@@ -20,10 +20,10 @@ fsynced and renamed), so a bad value leaves the file as it was.
 
 import os
 import sys
-import tempfile
 
 from mailstack.config import maincf, params
 from mailstack.config.maincf import ConfigError, Setting
+from mailstack.util.atomic import replace_file
 
 DESCRIPTION = __doc__.split("\n", 2)[2]
 ADD_HELP = False  # -h means "values only", as in Postfix; --help still works
@@ -112,22 +112,7 @@ def _write_checked(config_directory, path, lines):
     settings = maincf.parse_lines(text)
     env = maincf.Environment(config_directory=os.path.abspath(config_directory))
     maincf.Config(settings, env).validate()
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".main.cf.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if os.path.exists(path):
-            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
-        else:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    replace_file(path, text)
 
 
 def edit(config_directory, assignments):

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mailstack.config.maincf import ConfigError, default_hostname
+from mailstack.util.atomic import replace_file
 
 DESCRIPTION = __doc__.split("\n", 2)[2]
 
@@ -127,11 +128,8 @@ def _names(hostname, domain):
 
 
 def _write(path, text, mode=0o644):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    replace_file(path, text, default_mode=mode)
+    os.chmod(path, mode)
 
 
 def _write_new(path, text, mode=0o644):

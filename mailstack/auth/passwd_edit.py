@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import os
 
+from mailstack.util.atomic import replace_file
 
 
 class PasswdEditError(Exception):
@@ -45,28 +46,9 @@ def _read_lines(path):
 
 
 def _write_lines(path, lines):
-    directory = os.path.dirname(os.path.abspath(path))
     try:
-        mode = os.stat(path).st_mode & 0o7777
-    except FileNotFoundError:
-        mode = 0o640
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write("".join(line + "\n" for line in lines))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_file(path, "".join(line + "\n" for line in lines), default_mode=0o640)
     except OSError as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise PasswdEditError("cannot write %s: %s" % (path, err.strerror)) from None
 
 

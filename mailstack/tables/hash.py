@@ -38,12 +38,12 @@ memory and re-reads it when it changes.
 import mmap
 import os
 import struct
-import tempfile
 import zlib
 
 from twisted.logger import Logger
 
 from mailstack.tables.base import FileTable, TableConfigError, logical_lines
+from mailstack.util.atomic import replace_file
 
 log = Logger(namespace="mailstack.tables")
 
@@ -146,29 +146,8 @@ def write_index(path, entries):
         slots[slot] = offset
         records.append(_RECORD.pack(len(key), len(value)) + key + value)
         offset += _RECORD.size + len(key) + len(value)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(_HEADER.pack(MAGIC, len(items), nslots))
-            out.write(struct.pack("<%dQ" % nslots, *slots))
-            out.write(b"".join(records))
-            out.flush()
-            os.fsync(out.fileno())
-        if os.path.exists(path):
-            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
-        else:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    header = _HEADER.pack(MAGIC, len(items), nslots) + struct.pack("<%dQ" % nslots, *slots)
+    replace_file(path, header + b"".join(records))
 
 
 class IndexFile:
