@@ -19,7 +19,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 install: $(VENV)/.installed
 
 $(DEMO)/main.cf: | $(VENV)/.installed
-	$(VENV)/bin/mailstack --config $(DEMO) init --ports dev --domain $(DEMO_DOMAIN) --hostname localhost
+	$(VENV)/bin/mailstack --config $(DEMO) init --ports dev --domain $(DEMO_DOMAIN) --hostname localhost --postmaster $(DEMO_USER)
 
 run: $(VENV)/.installed $(DEMO)/main.cf
 	@$(VENV)/bin/mailstack --config $(DEMO) user show $(DEMO_USER) >/dev/null 2>&1 || \

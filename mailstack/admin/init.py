@@ -47,7 +47,7 @@ QUEUE_SUBDIRS = ("maildrop", "incoming", "active", "deferred", "hold", "corrupt"
 ALIASES = """\
 # aliases(5): local aliases, "name: destination, ...".
 # Run "mailstack newaliases" after editing.
-postmaster: root
+postmaster: {root}
 abuse: postmaster
 hostmaster: postmaster
 webmaster: postmaster
@@ -57,6 +57,9 @@ mailer-daemon: postmaster
 VIRTUAL = """\
 # virtual(5): "address  destination, ..."; "@domain" is a catch-all.
 # Run "mailstack postmap hash:{path}" after editing.
+# RFC 5321 and 2142 role addresses of the mail domain, to the postmaster:
+postmaster@{domain}  {postmaster}
+abuse@{domain}       {postmaster}
 """
 
 PASSWD = """\
@@ -73,6 +76,8 @@ def add_arguments(parser):
     parser.add_argument("--queue-directory", help="the mail queue (default: DIR/queue)")
     parser.add_argument("--data-directory", help="writable state (default: DIR/data)")
     parser.add_argument("--mail-directory", help="users' maildirs (default: DIR/mail)")
+    parser.add_argument("--postmaster", metavar="ADDRESS",
+                        help="who reads postmaster@ and abuse@ mail and bounces (default: root, the local system account)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing configuration")
 
 
@@ -98,8 +103,10 @@ def run(args):
     _write(main_cf, main_cf_text(hostname, domain, dirs, args.ports))
     _write(os.path.join(directory, "master.cf"), master_cf_text(args.ports))
     _write_new(os.path.join(directory, "passwd"), PASSWD.format(config=directory), 0o640)
-    _write_new(os.path.join(directory, "aliases"), ALIASES)
-    _write_new(os.path.join(directory, "virtual"), VIRTUAL.format(path=os.path.join(directory, "virtual")))
+    postmaster = args.postmaster or "postmaster@localhost"
+    _write_new(os.path.join(directory, "aliases"), ALIASES.format(root=args.postmaster or "root"))
+    _write_new(os.path.join(directory, "virtual"), VIRTUAL.format(
+        path=os.path.join(directory, "virtual"), domain=domain, postmaster=postmaster))
     _build_tables(directory)
     print("mailstack: configuration written to %s (host %s, domain %s, %s ports)"
           % (directory, hostname, domain, args.ports))

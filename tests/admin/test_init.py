@@ -34,6 +34,19 @@ def test_init_compiles_alias_and_virtual_tables(config_dir):
         assert (config_dir / name).is_file(), name
     aliases = read_index(str(config_dir / "aliases.db"))
     assert aliases["postmaster"] == "root"
+    virtual = read_index(str(config_dir / "virtual.db"))
+    assert virtual["postmaster@example.test"] == "postmaster@localhost"
+    assert virtual["abuse@example.test"] == "postmaster@localhost"
+
+
+def test_postmaster_option_routes_role_addresses(tmp_path):
+    """init --postmaster sends postmaster@, abuse@ and the local postmaster alias to that address."""
+    from mailstack.tables.hash import read_index
+    status, _out, err = run_cli("--config", tmp_path, "init", "--ports", "dev", "--domain", "example.test",
+                                "--postmaster", "admin@example.test")
+    assert status == 0, err
+    assert read_index(str(tmp_path / "virtual.db"))["postmaster@example.test"] == "admin@example.test"
+    assert read_index(str(tmp_path / "aliases.db"))["postmaster"] == "admin@example.test"
 
 
 def test_certificate_names_and_issuer(config_dir):
