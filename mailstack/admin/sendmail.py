@@ -17,9 +17,11 @@ added; ``-i``/``-oi``: a line with a single dot does not end the message;
 mailstack's own SMTP server code (restrictions, cleanup, the queue API),
 as a client at 127.0.0.1.
 
-Like Postfix's cleanup for local submissions, missing ``From:``,
-``Date:`` and ``Message-ID:`` headers are added, with a
-``Received: by HOST (mailstack, from userid UID)`` line on top.
+The ``pickup`` service passes the message through cleanup, which rewrites
+the envelope (canonical, virtual aliases, masquerading...) and adds the
+missing ``From:``, ``Date:`` and ``Message-ID:`` headers and a
+``Received: by HOST (mailstack, from userid UID)`` line on top, as
+Postfix's cleanup does for local submissions.
 """
 
 import email.utils
@@ -82,22 +84,14 @@ def prepare(data, config, sender, full_name, extract, uid, queue_id, now):
                 skipping = False
                 kept.append(line)
             head = b"\n".join(kept)
-    hostname = config["myhostname"]
-    added = [b"Received: by %s (%s, from userid %d)\n\tid %s; %s\n" % (
-        hostname.encode(), config["mail_name"].encode(), uid, queue_id.encode(),
-        email.utils.formatdate(now, localtime=True).encode())]
-    if "From" not in headers:
-        sender_text = sender or "MAILER-DAEMON"
-        if full_name:
-            added.append(b"From: %s\n" % email.utils.formataddr((full_name, sender_text)).encode("utf-8"))
-        else:
-            added.append(b"From: %s\n" % sender_text.encode("utf-8"))
-    if "Date" not in headers:
-        added.append(b"Date: %s\n" % email.utils.formatdate(now, localtime=True).encode())
-    if "Message-ID" not in headers:
-        added.append(b"Message-Id: <%s@%s>\n" % (queue_id.encode(), hostname.encode()))
+    # pickup passes the message through cleanup, which adds Received:, Date:,
+    # Message-ID: and a plain From: as Postfix's does; only the full name of
+    # -F is sendmail's to add.
+    added = []
+    if "From" not in headers and full_name:
+        added.append(b"From: %s\n" % email.utils.formataddr((full_name, sender or "MAILER-DAEMON")).encode("utf-8"))
     head = head.rstrip(b"\n") + b"\n" if head.strip() else b""
-    content = added[0] + head + b"".join(added[1:]) + b"\n" + body
+    content = head + b"".join(added) + b"\n" + body
     return content, found
 
 

@@ -155,6 +155,14 @@ class CleanupWriter:
         self._arrival = self._cleanup.now()
         self._file.write(self._received(envelope, tls_summary))
 
+    def begin_local(self, envelope, uid):
+        """Start a locally submitted message (sendmail via pickup): Postfix's local ``Received:`` header."""
+        self._envelope = envelope
+        self._arrival = self._cleanup.now()
+        config = self._config
+        self._file.write(("Received: by %s (%s, from userid %d)\r\n\tid %s; %s\r\n" % (
+            config["myhostname"], config["mail_name"], uid, self.queue_id, self._date())).encode("utf-8"))
+
     @property
     def size(self):
         return self._stream.size
@@ -279,7 +287,7 @@ class CleanupWriter:
                 if key in seen:
                     continue
                 seen.add(key)
-                recipients.append(Recipient(final, original=rcpt.address if final != rcpt.address else "",
+                recipients.append(Recipient(final, original=rcpt.original or (rcpt.address if final != rcpt.address else ""),
                                             orcpt=rcpt.orcpt, notify=rcpt.notify))
         for bcc in await rewriter.bcc(sender, [r.address for r in recipients]):
             if all(r.address.lower() != bcc.lower() for r in recipients):

@@ -1,5 +1,6 @@
 """End to end: sendmail while the server is stopped, pickup and delivery at start, maillog read by pflogsumm."""
 
+import os
 import subprocess
 
 import pytest
@@ -75,3 +76,25 @@ def test_sendmail_bs_speaks_smtp_on_stdio(config_dir):
     assert out.startswith("220 ") and "\r\n221 2.0.0" in out
     queue_id = out.split("queued as ")[1].split()[0]
     assert (config_dir / "queue" / "incoming" / queue_id).exists()
+
+
+def test_sendmail_goes_through_cleanup(server, config_dir):
+    """A sendmail message gets cleanup's envelope rewriting (virtual aliases) and its local Received: header."""
+    # init's virtual table sends postmaster@example.test to postmaster@localhost; send it on to alice.
+    with open(config_dir / "virtual", "a") as handle:
+        handle.write("list@example.test  alice@example.test\n")
+    assert subprocess.run(["mailstack", "--config", str(config_dir), "postmap", str(config_dir / "virtual")],
+                          env=subprocess_env(), capture_output=True).returncode == 0
+    assert _sendmail(config_dir, "-f", "root@example.test", "list@example.test").returncode == 0
+    server.start()
+    server.wait_for("", predicate=lambda: len(_maildir(config_dir, "example.test", "alice")) == 1)
+    server.stop()
+    (message,) = _maildir(config_dir, "example.test", "alice")
+    log = server.log()
+    assert "to=<alice@example.test>, orig_to=<list@example.test>" in log
+    assert b"Received: by mail.example.test (mailstack, from userid %d)" % os.getuid() in message
+    assert message.count(b"Received:") == 1
+    assert b"Message-Id: <" in message and b"Date: " in message and b"From: root@example.test" in message
+    # the pickup line carries the queue id the message was queued under, as in Postfix
+    queue_id = log.split(": uid=")[0].rsplit(" ", 1)[1]
+    assert "%s: to=<alice@example.test>" % queue_id in log
