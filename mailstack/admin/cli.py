@@ -80,5 +80,41 @@ def main(argv=None):
         return 0
 
 
+def _alias_main(command, argv):
+    """Run ``mailstack COMMAND`` for a Postfix-named program (sendmail, mailq, newaliases).
+
+    Like Postfix's, these take ``-C DIR`` (or a main.cf path) for the
+    configuration; otherwise ``$MAILSTACK_CONFIG`` or /etc/mailstack.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prefix = []
+    if "-C" in argv:
+        at = argv.index("-C")
+        if at + 1 >= len(argv):
+            sys.stderr.write("%s: fatal: -C needs a configuration directory\n" % command)
+            return 64
+        where = argv[at + 1]
+        if os.path.basename(where) == "main.cf":
+            where = os.path.dirname(where) or "."
+        prefix = ["--config", where]
+        del argv[at:at + 2]
+    return main(prefix + [command] + argv)
+
+
+def sendmail_main(argv=None):
+    """The ``sendmail`` program: ``mailstack sendmail``, for applications that call sendmail(1)."""
+    return _alias_main("sendmail", argv)
+
+
+def mailq_main(argv=None):
+    """The ``mailq`` program: ``mailstack mailq``."""
+    return _alias_main("mailq", argv)
+
+
+def newaliases_main(argv=None):
+    """The ``newaliases`` program: ``mailstack newaliases``."""
+    return _alias_main("newaliases", argv)
+
+
 if __name__ == "__main__":
     sys.exit(main())
