@@ -38,15 +38,22 @@ _PREFIX = {
 
 
 def service_tag(event):
-    """Return the service name an event is logged under."""
-    service = event.get("service")
-    if service:
-        return service
+    """Return the service name an event is logged under.
+
+    SMTP server lines follow Postfix's stock master.cf, where each smtpd
+    service has its own ``syslog_name``: the ``smtp`` service logs as
+    ``smtpd``, ``submission`` as ``submission/smtpd``, ``smtps`` as
+    ``smtps/smtpd`` — the names pflogsumm and fail2ban look for.
+    """
     namespace = event.get("log_namespace") or ""
     parts = namespace.split(".")
-    if parts[0] == "mailstack" and len(parts) > 1:
-        return parts[1]
-    return parts[0] or "mailstack"
+    program = parts[1] if parts[0] == "mailstack" and len(parts) > 1 else (parts[0] or "mailstack")
+    service = event.get("service")
+    if not service:
+        return program
+    if program == "smtpd" and service != "smtpd":
+        return "smtpd" if service == "smtp" else service + "/smtpd"
+    return service
 
 
 def format_line(event, hostname, syslog_name="mailstack", pid=None):

@@ -25,7 +25,11 @@ def test_line_shape_and_service_from_namespace():
 
 def test_service_key_overrides_namespace():
     """A protocol logs under its master.cf service name when it passes service=."""
-    assert service_tag({"service": "submission", "log_namespace": "mailstack.smtpd"}) == "submission"
+    assert service_tag({"service": "submission", "log_namespace": "mailstack.smtpd"}) == "submission/smtpd"
+    assert service_tag({"service": "smtp", "log_namespace": "mailstack.smtpd.protocol"}) == "smtpd"
+    assert service_tag({"service": "smtps", "log_namespace": "mailstack.smtpd"}) == "smtps/smtpd"
+    assert service_tag({"service": "imaps", "log_namespace": "mailstack.imapd"}) == "imaps"
+    assert service_tag({"log_namespace": "mailstack.qmgr"}) == "qmgr"
     assert service_tag({"log_namespace": "twisted.internet.tcp"}) == "twisted"
 
 
