@@ -247,7 +247,7 @@ def make_service(config_directory, reactor=None, foreground=True, verbose=False)
     config = maincf.load(config_directory)
     entries = mastercf.load(config_directory)
     ctx = ServerContext(reactor, config, config_directory)
-    root = MailstackService(ctx, maillog.observer_for(config, foreground, verbose))
+    root = MailstackService(ctx, maillog.observer_for(config, foreground, verbose, reactor))
     for entry in entries:
         try:
             module = program_module(entry.program)

@@ -77,3 +77,84 @@ def test_twisted_port_chatter_dropped_but_other_legacy_messages_kept(tmp_path, c
     text = capsys.readouterr().out
     assert "something an admin should see" in text
     assert "starting on" not in text and "Closed" not in text
+
+
+class _CountingStream(io.StringIO):
+    """A text stream that counts its flushes."""
+
+    flushes = 0
+
+    def flush(self):
+        self.flushes += 1
+        super().flush()
+
+
+def test_reactor_paced_flush_once_per_turn():
+    """With a reactor, many info lines in one turn cost one flush, done on the next turn."""
+    from twisted.internet.task import Clock
+
+    clock, out = Clock(), _CountingStream()
+    log = Logger(namespace="mailstack.smtpd", observer=MaillogObserver(out, "h", reactor=clock))
+    for n in range(5):
+        log.info("line {n}", n=n)
+    assert out.flushes == 0
+    assert len(clock.getDelayedCalls()) == 1
+    clock.advance(0)
+    assert out.flushes == 1
+    assert [line.rsplit(": ", 1)[1] for line in out.getvalue().splitlines()] == ["line %d" % n for n in range(5)]
+    log.info("next turn")
+    clock.advance(0)
+    assert out.flushes == 2 and not clock.getDelayedCalls()
+
+
+def test_warning_flushes_at_once_with_the_lines_before_it():
+    """A warning is never held back: it flushes itself and every buffered line before it."""
+    from twisted.internet.task import Clock
+
+    clock, out = Clock(), _CountingStream()
+    log = Logger(namespace="mailstack.cleanup", observer=MaillogObserver(out, "h", reactor=clock))
+    log.info("queued")
+    log.warn("disk nearly full")
+    assert out.flushes == 1
+    assert out.getvalue().splitlines()[1].endswith("warning: disk nearly full")
+
+
+def test_lines_from_other_threads_flush_at_once():
+    """A line logged from a worker thread cannot wait for a reactor turn, so it flushes immediately."""
+    import threading
+
+    from twisted.internet.task import Clock
+
+    clock, out = Clock(), _CountingStream()
+    log = Logger(namespace="mailstack.queue", observer=MaillogObserver(out, "h", reactor=clock))
+    worker = threading.Thread(target=log.info, args=("from a thread",))
+    worker.start()
+    worker.join()
+    assert out.flushes == 1 and not clock.getDelayedCalls()
+    assert out.getvalue().endswith("from a thread\n")
+
+
+def test_buffered_lines_flushed_at_reactor_shutdown(tmp_path):
+    """Lines still buffered when the reactor stops reach the file (the shutdown trigger flushes)."""
+    from twisted.internet.task import Clock
+
+    class ShutdownClock(Clock):
+        """A Clock that records system event triggers as a reactor would."""
+
+        def __init__(self):
+            super().__init__()
+            self.triggers = []
+
+        def addSystemEventTrigger(self, phase, event, f, *args):
+            self.triggers.append((phase, event, f))
+
+    clock = ShutdownClock()
+    path = tmp_path / "maillog"
+    with open(path, "a", encoding="utf-8") as stream:
+        log = Logger(namespace="mailstack.smtpd", observer=MaillogObserver(stream, "h", reactor=clock))
+        log.info("last words")
+        assert path.read_text() == ""
+        [(phase, event, trigger)] = clock.triggers
+        assert (phase, event) == ("after", "shutdown")
+        trigger()
+        assert path.read_text().endswith("last words\n")
