@@ -326,16 +326,20 @@ async def status_values(session, name):
     """Return ``{item: number}`` for every STATUS item of mailbox ``name``."""
     folder = session.account.folder(name)
 
+    selected = session.selected
+    mine = selected is not None and selected.folder is folder
+
     def counts():
         folder.sync()
         messages = folder.messages()
         unseen = sum(1 for m in messages if "\\Seen" not in m.flags)
-        return len(messages), folder.uidnext, folder.uidvalidity, unseen
+        # RFC 3501 §2.3.2: for another mailbox, the messages nobody has
+        # claimed yet (the next SELECT would get them); nothing is claimed.
+        recent = None if mine else folder.peek_recent()
+        return len(messages), folder.uidnext, folder.uidvalidity, unseen, recent
 
-    messages, uidnext, uidvalidity, unseen = await store_call(session, counts)
-    selected = session.selected
-    # The store hands out \Recent only by claiming it (SELECT); a session can
-    # report what it claimed itself, nothing about other mailboxes.
-    recent = len(selected.recent) if selected is not None and selected.folder is folder else 0
+    messages, uidnext, uidvalidity, unseen, recent = await store_call(session, counts)
+    if mine:
+        recent = selected.recent_count()
     return {b"MESSAGES": messages, b"RECENT": recent, b"UIDNEXT": uidnext,
             b"UIDVALIDITY": uidvalidity, b"UNSEEN": unseen}

@@ -91,6 +91,14 @@ class SelectedMailbox:
 
     # -- store listener (reactor thread) ------------------------------------------
 
+    @property
+    def claims_recent(self):
+        """New arrivals are \\Recent for a read-write session (the folder claims them for us)."""
+        return self.writable
+
+    def recent_claimed(self, folder, uids):
+        self.recent.update(uids)
+
     def messages_added(self, folder, messages):
         for message in messages:
             self._added[message.uid] = message
@@ -172,6 +180,11 @@ class SelectedMailbox:
             else:
                 result.update(i for i, m in enumerate(messages) if low <= m.uid <= high)
         return sorted(result)
+
+    def recent_count(self):
+        """Return how many messages the client knows are \\Recent (claimed ones not yet announced left out)."""
+        positions = self._positions()
+        return sum(1 for uid in self.recent if uid in positions)
 
     def has_gone(self):
         """True when some messages were expunged by others but not yet reported."""
@@ -284,6 +297,7 @@ class SelectedMailbox:
             self._expunged.discard(uid)
             self._flagged.pop(uid, None)
             self._gone.discard(uid)
+            self.recent.discard(uid)
         return seqs
 
     # -- reporting ----------------------------------------------------------------------
@@ -334,7 +348,7 @@ class SelectedMailbox:
                 self.uidnext = max(self.uidnext, new[-1].uid + 1)
                 out.append(b"* %d EXISTS\r\n" % len(self.messages))
                 if self.writable:
-                    out.append(b"* %d RECENT\r\n" % len(self.recent))
+                    out.append(b"* %d RECENT\r\n" % self.recent_count())
                 for message in new:
                     keywords = [f for f in message.flags if not f.startswith("\\")]
                     if any(k not in self.keywords for k in keywords):

@@ -24,6 +24,7 @@ view accessors (:meth:`messages`, :meth:`get`, :meth:`status`,
 """
 
 import os
+import threading
 
 from twisted.logger import Logger
 
@@ -56,6 +57,7 @@ class Folder(FolderSync):
         self._reactor = reactor
         self._hostname = hostname
         self._listeners = []
+        self._claiming = None    # thread id inside claim_recent's own first sync
         self.watch = None       # set by the store when change notification runs
 
     # -- view ------------------------------------------------------------
@@ -127,12 +129,30 @@ class Folder(FolderSync):
     def _announce(self, changes):
         if not changes or not self._listeners:
             return
+        recent = ()
+        # RFC 3501 §2.3.2: a message that arrives while a session has the
+        # folder selected read-write is \Recent for that session.  The claim
+        # is made here, in the thread that found the message, so that the
+        # session learns the UIDs together with the messages.
+        if changes.added and self._claiming != threading.get_ident() and any(
+                getattr(listener, "claims_recent", False) for listener in self._listeners):
+            recent = self.claim_recent()
         if self._reactor is None:
-            self._fire(changes)
+            self._fire(changes, recent)
         else:
-            self._reactor.callFromThread(self._fire, changes)
+            self._reactor.callFromThread(self._fire, changes, recent)
 
-    def _fire(self, changes):
+    def _fire(self, changes, recent=()):
+        if recent:
+            # One session only gets them: the first read-write listener
+            # still there (if it left meanwhile, the next one).
+            for listener in self._listeners:
+                if getattr(listener, "claims_recent", False):
+                    try:
+                        listener.recent_claimed(self, recent)
+                    except Exception:
+                        log.failure("listener {listener!r} failed on recent_claimed", listener=listener)
+                    break
         for listener in list(self._listeners):
             for method, value in (("messages_added", changes.added),
                                   ("messages_expunged", changes.expunged),
@@ -163,7 +183,10 @@ class Folder(FolderSync):
                     changes = self._sync()
             if self._size_updates:
                 self._save_sizes()
-        self._announce(changes)
+            # Announced (and new arrivals claimed as \Recent) under the lock:
+            # a concurrent sync that finds nothing new must not return before
+            # the listeners have been told about what this one found.
+            self._announce(changes)
         return changes
 
     # -- reading -----------------------------------------------------------
@@ -347,8 +370,8 @@ class Folder(FolderSync):
                 view[uid] = message
                 self._publish(view)
                 self._view_base[delivered.base] = uid
-        if known:
-            self._announce(Changes(added=(message,)))
+            if known:
+                self._announce(Changes(added=(message,)))
         return message
 
     def copy_to(self, uids, target):
@@ -398,18 +421,21 @@ class Folder(FolderSync):
         Dovecot keeps "the first recent UID" in its index; mailstack keeps it
         in the folder's ``mailstack-recent`` file (one decimal number), updated
         under its own dot-lock: the first session that claims a message sees
-        it as recent, later ones do not (RFC 3501 §2.3.2).
+        it as recent, later ones do not (RFC 3501 §2.3.2).  Besides SELECT,
+        the folder claims new arrivals itself when a listener has
+        ``claims_recent`` set (a read-write selected session) and hands them
+        to that listener's ``recent_claimed(folder, uids)``.
         """
         with self._lock:
-            self._ensure_synced()
+            self._claiming = threading.get_ident()
+            try:
+                self._ensure_synced()
+            finally:
+                self._claiming = None
             path = os.path.join(self.path, RECENT_FILE)
             lock = dotlock.acquire(path)
             try:
-                try:
-                    with open(path) as handle:
-                        first = int(handle.read().strip() or "1")
-                except (FileNotFoundError, ValueError):
-                    first = 1
+                first = _first_recent(path)
                 # Only what this view has seen is claimed: a message another
                 # process numbered but we have not synced yet stays recent.
                 seen = max(self._by_uid, default=0) + 1
@@ -419,6 +445,27 @@ class Folder(FolderSync):
             finally:
                 lock.release()
             return recent
+
+    def peek_recent(self):
+        """Return how many messages of the view nobody has claimed as ``\\Recent`` yet.  Blocks.
+
+        This is STATUS (RECENT) for a folder the caller has not selected:
+        nothing is claimed.  The ``mailstack-recent`` file is replaced
+        atomically, so it is read without its lock.
+        """
+        with self._lock:
+            self._ensure_synced()
+            first = _first_recent(os.path.join(self.path, RECENT_FILE))
+            return sum(1 for uid in self._by_uid if uid >= first)
+
+
+def _first_recent(path):
+    """Return the first UID nobody has claimed, from a ``mailstack-recent`` file (1 when absent)."""
+    try:
+        with open(path) as handle:
+            return int(handle.read().strip() or "1")
+    except (FileNotFoundError, ValueError):
+        return 1
 
 
 def _split_flags(flags):

@@ -109,12 +109,12 @@ def test_subscribe_lsub(imap_server):
 
 @threaded
 def test_status(imap_server):
-    """STATUS reports MESSAGES, UIDNEXT, UIDVALIDITY, UNSEEN; unknown items are BAD; missing mailbox NO."""
+    """STATUS reports MESSAGES, RECENT, UIDNEXT, UIDVALIDITY, UNSEEN; unknown items are BAD; missing mailbox NO."""
     conn = connect(imap_server)
     conn.append("ok", "Drafts", b"Subject: d\r\n\r\nd\r\n", flags="(\\Seen)")
     conn.append("ok", "Drafts", b"Subject: e\r\n\r\ne\r\n")
     line = conn.transact("ok", "STATUS Drafts (MESSAGES RECENT UIDNEXT UIDVALIDITY UNSEEN)").untagged[0]
-    assert line.startswith(b"STATUS Drafts (MESSAGES 2 RECENT 0 UIDNEXT 3 UIDVALIDITY ")
+    assert line.startswith(b"STATUS Drafts (MESSAGES 2 RECENT 2 UIDNEXT 3 UIDVALIDITY ")  # appended, unclaimed
     assert line.endswith(b" UNSEEN 1)")
     conn.transact("bad", "STATUS Drafts (BOGUS)")
     conn.transact("bad", "STATUS Drafts ()")

@@ -217,3 +217,41 @@ def test_copy_hard_links_and_counts_quota(tmp_path):
     with pytest.raises(QuotaExceeded):
         inbox.copy_to([msg.uid], archive)
     assert len(os.listdir(os.path.join(archive.path, "tmp"))) == 0
+
+
+def test_peek_recent_counts_without_claiming(mailbox):
+    """peek_recent counts unclaimed messages and leaves them for the next claim."""
+    mailbox.deliver(b"a\n")
+    mailbox.deliver(b"b\n")
+    inbox = mailbox.folder()
+    assert inbox.peek_recent() == 2
+    assert inbox.peek_recent() == 2
+    assert inbox.claim_recent() == {1, 2}
+    assert inbox.peek_recent() == 0
+
+
+def test_arrivals_are_claimed_for_one_read_write_listener(mailbox):
+    """New arrivals are claimed for the first listener with claims_recent, and for no other."""
+
+    class Session:
+        def __init__(self, claims):
+            self.claims_recent = claims
+            self.recent = set()
+            self.added = []
+
+        def recent_claimed(self, folder, uids):
+            self.recent.update(uids)
+
+        def messages_added(self, folder, messages):
+            self.added.extend(m.uid for m in messages)
+
+    inbox = mailbox.folder()
+    inbox.sync()
+    reader, first, second = Session(False), Session(True), Session(True)
+    for listener in (reader, first, second):
+        inbox.add_listener(listener)
+    mailbox.deliver(b"a\n")
+    inbox.sync()
+    assert first.recent == {1} and second.recent == set() and reader.recent == set()
+    assert reader.added == first.added == second.added == [1]
+    assert inbox.peek_recent() == 0 and inbox.claim_recent() == set()
