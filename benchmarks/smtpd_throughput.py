@@ -6,6 +6,10 @@ Usage (as root, Postfix installed)::
     .venv/bin/python benchmarks/smtpd_throughput.py [--messages 2000] [--sessions 20] [--size 4096]
         [--rounds 1] [--skip-postfix]
 
+Both servers run at once and the rounds alternate between them (mailstack,
+Postfix, mailstack, ...), so load from other work on the machine hits both
+alike; medians over the rounds are printed with the load average.
+
 Each server gets the same load from Postfix's ``smtp-source`` (``-s`` parallel
 sessions, ``-m`` messages of ``-l`` bytes, one recipient each) and must
 queue every message durably before its 250:
@@ -29,6 +33,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -99,66 +104,92 @@ def _wait_port(port, timeout=20):
     raise RuntimeError("server did not start on port %d" % port)
 
 
-def run_mailstack(args):
-    directory = tempfile.mkdtemp(prefix="mailstack-bench-")
-    etc = os.path.join(directory, "etc")
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    bindir = os.path.dirname(sys.executable)
-    subprocess.run([os.path.join(bindir, "mailstack"), "--config", etc, "init", "--ports", "dev",
-                    "--domain", "example.test"], check=True, capture_output=True, env=env)
-    port = free_port()
-    with open(os.path.join(etc, "master.cf"), "w") as handle:
-        handle.write("smtp tcp:%d:interface=127.0.0.1\n" % port)
-    with open(os.path.join(etc, "main.cf"), "a") as handle:
-        handle.write("smtpd_peername_lookup = no\nsmtpd_client_connection_count_limit = 0\n")
-    log = open(os.path.join(directory, "maillog"), "w")
-    proc = subprocess.Popen([os.path.join(bindir, "twistd"), "-n", "--pidfile=", "mailstack", "--config", etc],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        _wait_port(port)
-        results = []
-        for _ in range(args.rounds):
-            before = _proc_cpu(proc.pid)
-            elapsed = smtp_source(port, args.messages, args.sessions, args.size)
-            cpu = _proc_cpu(proc.pid) - before
-            results.append((elapsed, cpu))
-        queued = len([p for p in os.listdir(os.path.join(etc, "queue", "incoming")) if not p.endswith(".tmp")])
-        return results, queued
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-        log.close()
-        shutil.rmtree(directory, ignore_errors=True)
+class MailstackServer:
+    """``twistd -n mailstack`` with one ``smtp`` service, in a scratch directory."""
+
+    name = "mailstack"
+
+    def __init__(self):
+        self.directory = tempfile.mkdtemp(prefix="mailstack-bench-")
+        self.etc = os.path.join(self.directory, "etc")
+        self.proc = self.log = None
+
+    def start(self):
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        bindir = os.path.dirname(sys.executable)
+        subprocess.run([os.path.join(bindir, "mailstack"), "--config", self.etc, "init", "--ports", "dev",
+                        "--domain", "example.test"], check=True, capture_output=True, env=env)
+        self.port = free_port()
+        with open(os.path.join(self.etc, "master.cf"), "w") as handle:
+            handle.write("smtp tcp:%d:interface=127.0.0.1\n" % self.port)
+        with open(os.path.join(self.etc, "main.cf"), "a") as handle:
+            handle.write("smtpd_peername_lookup = no\nsmtpd_client_connection_count_limit = 0\n")
+        self.log = open(os.path.join(self.directory, "maillog"), "w")
+        self.proc = subprocess.Popen([os.path.join(bindir, "twistd"), "-n", "--pidfile=", "mailstack",
+                                      "--config", self.etc],
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        _wait_port(self.port)
+
+    def cpu(self):
+        return _proc_cpu(self.proc.pid)
+
+    def queued(self):
+        incoming = os.path.join(self.etc, "queue", "incoming")
+        return len([p for p in os.listdir(incoming) if not p.endswith(".tmp")])
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        if self.log is not None:
+            self.log.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def run_postfix(args):
-    from tests.interop.postfix import PostfixInstance
-    pf = PostfixInstance(main_cf={"smtpd_recipient_restrictions": "check_recipient_access static:HOLD",
-                                  "default_process_limit": "200", "smtpd_client_connection_count_limit": "0",
-                                  "smtpd_client_message_rate_limit": "0"})
-    try:
-        pf.start()
-        _wait_port(pf.port)
-        pid = pf._master_pid
-        results = []
-        for _ in range(args.rounds):
-            before = _tree_cpu(pid)
-            elapsed = smtp_source(pf.port, args.messages, args.sessions, args.size)
-            time.sleep(0.2)
-            cpu = _tree_cpu(pid) - before
-            results.append((elapsed, cpu))
-        queued = sum(len(files) for _, _, files in os.walk(os.path.join(pf.queue_directory, "hold")))
-        return results, queued
-    finally:
-        pf.stop()
-        pf.cleanup()
+class PostfixServer:
+    """A private Postfix that puts every message on hold after cleanup's fsync."""
+
+    name = "postfix"
+
+    def __init__(self):
+        from tests.interop.postfix import PostfixInstance
+        self.pf = PostfixInstance(main_cf={
+            "smtpd_recipient_restrictions": "check_recipient_access static:HOLD",
+            "default_process_limit": "200", "smtpd_client_connection_count_limit": "0",
+            "smtpd_client_message_rate_limit": "0"})
+
+    def start(self):
+        self.pf.start()
+        self.port = self.pf.port
+        _wait_port(self.port)
+
+    def cpu(self):
+        time.sleep(0.2)  # let the last cleanup/smtpd processes finish their accounting
+        return _tree_cpu(self.pf._master_pid)
+
+    def queued(self):
+        return sum(len(files) for _, _, files in os.walk(os.path.join(self.pf.queue_directory, "hold")))
+
+    def stop(self):
+        self.pf.stop()
+        self.pf.cleanup()
+
+
+def run_round(server, args):
+    before = server.cpu()
+    elapsed = smtp_source(server.port, args.messages, args.sessions, args.size)
+    return elapsed, server.cpu() - before
 
 
 def report(name, results, queued, messages):
     for elapsed, cpu in results:
         print("%-9s %6d msgs in %6.2f s: %7.1f msg/s, CPU %.3f s per 1000 messages (%.2f ms/msg)" % (
             name, messages, elapsed, messages / elapsed, cpu * 1000 / messages, cpu * 1000 / messages))
-    print("%-9s queued durably: %d" % (name, queued))
+    rates = [messages / elapsed for elapsed, _ in results]
+    cpus = [cpu * 1000 / messages for _, cpu in results]
+    print("%-9s median of %d rounds: %7.1f msg/s, %.2f ms CPU/msg; queued durably: %d" % (
+        name, len(results), statistics.median(rates), statistics.median(cpus), queued))
+    return statistics.median(rates), statistics.median(cpus)
 
 
 def main():
@@ -169,12 +200,26 @@ def main():
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--skip-postfix", action="store_true")
     args = parser.parse_args()
-    print("smtp-source -s %d -m %d -l %d, %d CPUs" % (args.sessions, args.messages, args.size, os.cpu_count()))
-    results, queued = run_mailstack(args)
-    report("mailstack", results, queued, args.messages)
-    if not args.skip_postfix:
-        results, queued = run_postfix(args)
-        report("postfix", results, queued, args.messages)
+    print("smtp-source -s %d -m %d -l %d, %d CPUs, load average %s at start" % (
+        args.sessions, args.messages, args.size, os.cpu_count(), "%.2f %.2f %.2f" % os.getloadavg()))
+    servers = [MailstackServer()] + ([] if args.skip_postfix else [PostfixServer()])
+    results = {server.name: [] for server in servers}
+    try:
+        for server in servers:
+            server.start()
+        # Rounds alternate between the servers, so that a change in the
+        # machine's load during the run hits both alike.
+        for _ in range(args.rounds):
+            for server in servers:
+                results[server.name].append(run_round(server, args))
+        medians = {server.name: report(server.name, results[server.name], server.queued(), args.messages)
+                   for server in servers}
+    finally:
+        for server in servers:
+            server.stop()
+    print("load average %.2f %.2f %.2f at end" % os.getloadavg())
+    if "postfix" in medians:
+        print("mailstack/postfix rate ratio (medians): %.2f" % (medians["mailstack"][0] / medians["postfix"][0]))
 
 
 if __name__ == "__main__":
