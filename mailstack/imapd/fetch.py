@@ -179,6 +179,7 @@ async def fetch(session, tag, cursor, uid):
 async def _fetch_flags(session, selected, ranges, uid, with_uid, with_flags):
     messages = selected.messages
     gone = selected.is_gone if selected.has_gone() else None
+    recent = selected.recent
     positions = selected.positions(ranges, uid)
     for start in range(0, len(positions), BATCH):
         lines = []
@@ -187,11 +188,12 @@ async def _fetch_flags(session, selected, ranges, uid, with_uid, with_flags):
             if gone is not None and gone(msg.uid):
                 continue
             if with_uid and with_flags:
-                lines.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (pos + 1, msg.uid, format_flags(msg.flags)))
+                lines.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (
+                    pos + 1, msg.uid, format_flags(msg.flags, msg.uid in recent)))
             elif with_uid:
                 lines.append(b"* %d FETCH (UID %d)\r\n" % (pos + 1, msg.uid))
             else:
-                lines.append(b"* %d FETCH (FLAGS %s)\r\n" % (pos + 1, format_flags(msg.flags)))
+                lines.append(b"* %d FETCH (FLAGS %s)\r\n" % (pos + 1, format_flags(msg.flags, msg.uid in recent)))
         session.send_raw(b"".join(lines))
 
 
@@ -218,7 +220,7 @@ def _response(seq, msg, items, content, seen_changed, selected, encoded=None):
             continue
         if item == b"FLAGS":
             flags_sent = True
-            out.append(b"FLAGS " + format_flags(msg.flags))
+            out.append(b"FLAGS " + format_flags(msg.flags, msg.uid in selected.recent))
         elif item == b"UID":
             out.append(b"UID %d" % msg.uid)
         elif item == b"INTERNALDATE":
@@ -234,7 +236,7 @@ def _response(seq, msg, items, content, seen_changed, selected, encoded=None):
         elif item == b"RFC822.TEXT":
             out.append(b"RFC822.TEXT " + _literal(entity.body))
     if seen_changed and not flags_sent:
-        out.append(b"FLAGS " + format_flags(msg.flags))
+        out.append(b"FLAGS " + format_flags(msg.flags, msg.uid in selected.recent))
     return b"* %d FETCH (" % seq + b" ".join(out) + b")\r\n"
 
 
@@ -296,8 +298,17 @@ def _section_response(section, entity):
 _FLAG_CACHE = {}
 
 
-def format_flags(flags):
-    """Return ``(\\Seen $Label1)`` for a set of flag names (memoised: mailboxes reuse a few sets)."""
+_RECENT = frozenset(("\\Recent",))
+
+
+def format_flags(flags, recent=False):
+    """Return ``(\\Seen $Label1)`` for a set of flag names (memoised: mailboxes reuse a few sets).
+
+    ``recent`` adds ``\\Recent``, which the store never keeps (it is the
+    session's, RFC 3501 §2.3.2).
+    """
+    if recent:
+        flags = flags | _RECENT
     try:
         return _FLAG_CACHE[flags]
     except (KeyError, TypeError):

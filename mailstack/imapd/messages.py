@@ -139,7 +139,7 @@ async def store(session, tag, cursor, uid):
     if not silent:
         for (seq, _), message in zip(targets, updated):
             uid_part = b"UID %d " % message.uid if uid else b""
-            session.untagged(b"%d FETCH (%sFLAGS %s)" % (seq, uid_part, format_flags(message.flags)))
+            session.untagged(b"%d FETCH (%sFLAGS %s)" % (seq, uid_part, format_flags(message.flags, message.uid in selected.recent)))
     return b"Store completed."
 
 

@@ -337,7 +337,8 @@ class SelectedMailbox:
                 if pos is None or self.messages[pos].flags == message.flags:
                     continue
                 self.messages[pos] = message
-                out.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (pos + 1, uid, _flags(message.flags)))
+                out.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (
+                    pos + 1, uid, _flags(message.flags | {"\\Recent"} if uid in self.recent else message.flags)))
         if self._added:
             added, self._added = self._added, {}
             last = self.messages[-1].uid if self.messages else 0

@@ -92,14 +92,14 @@ def test_fetch_over_the_wire(imap_server):
     assert result.untagged == [b"1 FETCH (BODY[1] {24}\r\nhello world\r\nsecond line "
                                b"BODY[HEADER.FIELDS (SUBJECT)] {41}\r\nSubject: =?utf-8?q?caf=C3=A9?= report\r\n\r\n"
                                b" UID 1)"]
-    assert conn.transact("ok", "FETCH 1 FLAGS").untagged == [b"1 FETCH (FLAGS ())"]
+    assert conn.transact("ok", "FETCH 1 FLAGS").untagged == [b"1 FETCH (FLAGS (\\Recent))"]  # ours since SELECT
     result = conn.transact("ok", "FETCH 1 BODY[]<0.4>")
-    assert result.untagged == [b"1 FETCH (BODY[]<0> {4}\r\nFrom FLAGS (\\Seen))"]
+    assert result.untagged == [b"1 FETCH (BODY[]<0> {4}\r\nFrom FLAGS (\\Recent \\Seen))"]
     result = conn.transact("ok", "UID FETCH 1 (RFC822.SIZE RFC822.HEADER)")
     assert result.untagged[0].startswith(b"1 FETCH (UID 1 RFC822.SIZE %d RFC822.HEADER {" % len(MULTIPART))
     full = conn.transact("ok", "FETCH 1 RFC822").untagged[0]
     assert MULTIPART in full
-    assert conn.transact("ok", "FETCH 1 FAST").untagged[0].startswith(b"1 FETCH (FLAGS (\\Seen) INTERNALDATE \"")
+    assert conn.transact("ok", "FETCH 1 FAST").untagged[0].startswith(b"1 FETCH (FLAGS (\\Recent \\Seen) INTERNALDATE \"")
     assert b"ENVELOPE (" in conn.transact("ok", "FETCH 1 ALL").untagged[0]
     assert b"BODY ((" in conn.transact("ok", "FETCH 1 FULL").untagged[0]
     assert b"BODYSTRUCTURE ((" in conn.transact("ok", "FETCH 1 BODYSTRUCTURE").untagged[0]
@@ -109,7 +109,7 @@ def test_fetch_over_the_wire(imap_server):
     conn.transact("bad", "FETCH 2 FLAGS")
     conn.transact("bad", "FETCH 1")
     assert conn.transact("ok", "UID FETCH 5:9 FLAGS").untagged == []
-    assert conn.transact("ok", "UID FETCH 9:* FLAGS").untagged == [b"1 FETCH (UID 1 FLAGS (\\Seen))"]
+    assert conn.transact("ok", "UID FETCH 9:* FLAGS").untagged == [b"1 FETCH (UID 1 FLAGS (\\Recent \\Seen))"]
     conn.close()
 
 

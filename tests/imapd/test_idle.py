@@ -53,9 +53,9 @@ def test_other_session_changes_are_pushed(imap_server):
     assert watcher.read_line() == b"* 2 EXISTS"
     assert watcher.read_line().endswith(b"RECENT")
     actor.transact("ok", "STORE 1 +FLAGS (\\Flagged)")
-    assert watcher.read_line() == b"* 1 FETCH (UID 1 FLAGS (\\Flagged))"
+    assert watcher.read_line() == b"* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent))"  # watcher's since SELECT
     actor.transact("ok", "STORE 1 +FLAGS.SILENT (\\Deleted)")
-    assert watcher.read_line() == b"* 1 FETCH (UID 1 FLAGS (\\Deleted \\Flagged))"
+    assert watcher.read_line() == b"* 1 FETCH (UID 1 FLAGS (\\Deleted \\Flagged \\Recent))"
     actor.transact("ok", "EXPUNGE")
     assert watcher.read_line() == b"* 1 EXPUNGE"
     assert _done(watcher, tag).status == "ok"

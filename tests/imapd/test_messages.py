@@ -67,12 +67,13 @@ def test_store_flags_and_keywords(imap_server):
     _fill(conn, 3)
     conn.transact("ok", "SELECT INBOX")
     result = conn.transact("ok", "STORE 1:2 +FLAGS (\\Seen $Label1)")
-    assert result.untagged == [b"1 FETCH (FLAGS ($Label1 \\Seen))", b"2 FETCH (FLAGS ($Label1 \\Seen))"]
+    assert result.untagged == [b"1 FETCH (FLAGS ($Label1 \\Recent \\Seen))", b"2 FETCH (FLAGS ($Label1 \\Recent \\Seen))"]
     assert conn.transact("ok", "STORE 1 -FLAGS.SILENT ($Label1)").untagged == []
     result = conn.transact("ok", "UID STORE 3 FLAGS (\\Answered)")
-    assert result.untagged == [b"3 FETCH (UID 3 FLAGS (\\Answered))"]
+    assert result.untagged == [b"3 FETCH (UID 3 FLAGS (\\Answered \\Recent))"]
     assert conn.transact("ok", "FETCH 1:3 FLAGS").untagged == [
-        b"1 FETCH (FLAGS (\\Seen))", b"2 FETCH (FLAGS ($Label1 \\Seen))", b"3 FETCH (FLAGS (\\Answered))"]
+        b"1 FETCH (FLAGS (\\Recent \\Seen))", b"2 FETCH (FLAGS ($Label1 \\Recent \\Seen))",
+        b"3 FETCH (FLAGS (\\Answered \\Recent))"]
     conn.transact("bad", "STORE 1 +FLAGS (\\Bogus)")
     conn.transact("bad", "STORE 1 FROB (\\Seen)")
     conn.transact("bad", "STORE 9 +FLAGS (\\Seen)")

@@ -39,6 +39,8 @@ def test_arrival_is_recent_for_the_selected_session(imap_server):
     second = connect(imap_server)
     assert b"0 RECENT" in second.transact("ok", "SELECT INBOX").untagged
     assert _search(second, "RECENT") == [] and _search(second, "OLD") == [1, 2]
+    assert first.transact("ok", "FETCH 2 FLAGS").untagged == [b"2 FETCH (FLAGS (\\Recent))"]
+    assert second.transact("ok", "FETCH 2 FLAGS").untagged == [b"2 FETCH (FLAGS ())"]
     first.close()
     second.close()
 
