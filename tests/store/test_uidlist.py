@@ -2,6 +2,9 @@
 
 import os
 import pathlib
+import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -108,3 +111,44 @@ def test_extension_values_with_colons(tmp_path):
     ul = uidlist.UidList(str(tmp_path))
     ul.refresh()
     assert ul.by_uid == {1: "100.a.h", 2: "101.b.h"} and ul.ext == {1: "P0:1"}
+
+
+def test_dotlock_records_holder_and_replace_drops_it(tmp_path):
+    """A new lock file holds PID:HOSTNAME; replace() leaves exactly the new contents."""
+    path = str(tmp_path / "file")
+    lock = dotlock.acquire(path)
+    assert dotlock.read_holder(path + ".lock") == (os.getpid(), socket.gethostname())
+    lock.replace(b"x")
+    assert pathlib.Path(path).read_bytes() == b"x"
+
+
+def test_dotlock_of_killed_process_is_broken_at_once(tmp_path):
+    """A lock left by a process killed while holding it is taken at once, not after 2 minutes."""
+    path = str(tmp_path / "dovecot-uidlist")
+    code = ("import sys, time; from mailstack.store import dotlock; "
+            "dotlock.acquire(sys.argv[1]); print('held', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, path], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"held\n"
+        # While the holder lives, its fresh lock is respected.
+        with pytest.raises(dotlock.LockTimeout):
+            dotlock.acquire(path, timeout=0.1, stale_timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    assert dotlock.read_holder(path + ".lock") == (proc.pid, socket.gethostname())
+    started = time.monotonic()
+    lock = dotlock.acquire(path, timeout=2, stale_timeout=120)
+    assert lock.held and time.monotonic() - started < 1
+    assert dotlock.read_holder(path + ".lock") == (os.getpid(), socket.gethostname())
+    lock.release()
+
+
+def test_dotlock_of_other_host_waits_for_age(tmp_path):
+    """A fresh lock recorded by a pid on another host is not judged by pid: it is respected."""
+    path = str(tmp_path / "file")
+    pathlib.Path(path + ".lock").write_bytes(dotlock.holder_record(pid=2 ** 22 + 12345, host="elsewhere.example"))
+    with pytest.raises(dotlock.LockTimeout):
+        dotlock.acquire(path, timeout=0.1, stale_timeout=120)
+    assert os.path.exists(path + ".lock")
