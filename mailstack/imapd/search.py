@@ -12,27 +12,59 @@ the server's time zone (RFC 3501: "disregarding time and timezone").
 
 import datetime
 import email.utils
+import re
 
 from mailstack.imapd import mime
 from mailstack.imapd.errors import Bad, No
 
 CHARSETS = ("UTF-8", "US-ASCII")
-CONTENT_BATCH = 100
+CONTENT_BATCH = 500     # messages read and tested per thread-pool call
+_FOLD = re.compile(rb"\r?\n[ \t]")   # as mime.Headers unfolds, on bytes
 
 
 class Context:
-    """What a predicate looks at: one message, its number, and its content when needed."""
+    """What a predicate looks at: one message, its number, and its content when needed.
 
-    __slots__ = ("seq", "msg", "entity", "last_seq", "last_uid", "recent", "selected")
+    ``raw`` is the message (or header block) as read; ``entity`` parses it
+    on first use, so that a key whose quick test on ``raw`` already says
+    "no" costs no MIME parse.
+    """
 
-    def __init__(self, seq, msg, entity, last_seq, last_uid, recent, selected):
+    __slots__ = ("seq", "msg", "raw", "_entity", "_folded", "last_seq", "last_uid", "recent", "selected")
+
+    def __init__(self, seq, msg, raw, last_seq, last_uid, recent, selected):
         self.selected = selected
         self.seq = seq
         self.msg = msg
-        self.entity = entity
+        self.raw = raw
+        self._entity = None
+        self._folded = None
         self.last_seq = last_seq
         self.last_uid = last_uid
         self.recent = recent
+
+    @property
+    def entity(self):
+        if self._entity is None:
+            self._entity = mime.Entity(self.raw if self.raw is not None else b"\r\n")
+        return self._entity
+
+    def plain_header(self):
+        """Return the header block unfolded and lower-cased when it is plain ASCII without encoded words, else None.
+
+        For such a header every decoded field value (what header keys
+        compare) is a substring of this text, so a needle absent from it
+        matches no field.
+        """
+        if self._folded is None:
+            raw = self.raw or b""
+            end = raw.find(b"\r\n\r\n")
+            head = raw if end == -1 else raw[:end + 2]
+            if b"=?" in head or not head.isascii():
+                self._folded = False
+            else:
+                self._folded = _FOLD.sub(b" ", head).lower()
+        return self._folded or None
 
 
 class Program:
@@ -54,11 +86,24 @@ def _string(cur, prog):
     return cur.astring().decode(prog.charset, "replace").lower()
 
 
+def _header_match(name, needle):
+    """Return the test for "field ``name`` contains ``needle``" with a quick no on the raw header."""
+    quick = needle.encode("ascii") if needle.isascii() else None
+
+    def test(ctx):
+        if quick is not None:
+            plain = ctx.plain_header()
+            if plain is not None and quick not in plain:
+                return False
+        return needle in ctx.entity.decoded_header(name).lower()
+    return test
+
+
 def _header_key(header):
     def build(prog, cur):
         needle = _string(cur, prog)
         prog.needs_content = True
-        return lambda ctx: needle in ctx.entity.decoded_header(header).lower()
+        return _header_match(header, needle)
     return build
 
 
@@ -69,7 +114,7 @@ def _header(prog, cur):
     prog.needs_content = True
     if not needle:
         return lambda ctx: ctx.entity.fields.get(name) is not None
-    return lambda ctx: needle in ctx.entity.decoded_header(name).lower()
+    return _header_match(name, needle)
 
 
 def _body(prog, cur):
@@ -263,25 +308,31 @@ def parse(cursor):
 async def search(session, tag, cursor, uid):
     prog = parse(cursor)
     selected = session.selected
-    messages = selected.messages
+    messages = list(selected.messages)
     last_seq = len(messages)
     last_uid = messages[-1].uid if messages else 0
     recent = selected.recent
     hits = []
     if prog.needs_dates:
         await selected.load_dates(messages)
-    step = CONTENT_BATCH if prog.needs_content else len(messages) or 1
-    for start in range(0, len(messages), step):
-        batch = messages[start:start + step]
-        if prog.needs_body:
-            contents = await selected.contents(batch)
-        elif prog.needs_content:
-            contents = await selected.headers(batch)  # header keys only: skip the bodies
-        else:
-            contents = {}
-        for index, msg in enumerate(batch, start):
-            entity = mime.Entity(contents.get(msg.uid, b"\r\n")) if prog.needs_content else None
-            if prog.test(Context(index + 1, msg, entity, last_seq, last_uid, recent, selected)):
-                hits.append(msg.uid if uid else index + 1)
+    if not prog.needs_content:
+        for index, msg in enumerate(messages, 1):
+            if prog.test(Context(index, msg, None, last_seq, last_uid, recent, selected)):
+                hits.append(msg.uid if uid else index)
+    else:
+        # Reading and matching run in the store's thread pool, a batch at a
+        # time, so the reactor serves other sessions between batches.
+        read = selected.read_contents if prog.needs_body else selected.read_headers
+
+        def scan(start, batch):
+            contents = read(batch)
+            found = []
+            for index, msg in enumerate(batch, start + 1):
+                if prog.test(Context(index, msg, contents.get(msg.uid), last_seq, last_uid, recent, selected)):
+                    found.append(msg.uid if uid else index)
+            return found
+
+        for start in range(0, len(messages), CONTENT_BATCH):
+            hits += await selected.run(scan, start, messages[start:start + CONTENT_BATCH])
     session.untagged(b" ".join([b"SEARCH"] + [b"%d" % n for n in hits]))
     return b"Search completed."

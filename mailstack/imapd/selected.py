@@ -32,6 +32,7 @@ _BARE_LF = re.compile(rb"(?<!\r)\n")
 
 PERMANENT_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 SYSTEM_FLAGS = frozenset(PERMANENT_FLAGS)
+HEADER_READ = 16384     # bytes read at once for a header search
 
 
 def to_crlf(data):
@@ -196,43 +197,47 @@ class SelectedMailbox:
 
     # -- contents --------------------------------------------------------------------
 
-    async def contents(self, messages):
-        """Return ``{uid: CRLF bytes}`` for ``messages`` (missing ones are left out)."""
+    def read_contents(self, messages):
+        """Return ``{uid: CRLF bytes}`` for ``messages`` (missing ones are left out).  Blocks."""
         folder = self.folder
+        result = {}
+        for message in messages:
+            try:
+                result[message.uid] = to_crlf(folder.read(message.uid))
+            except KeyError:
+                continue
+        return result
 
-        def read_all():
-            result = {}
-            for message in messages:
-                try:
-                    result[message.uid] = to_crlf(folder.read(message.uid))
-                except KeyError:
-                    continue
-            return result
+    def read_headers(self, messages):
+        """Return ``{uid: CRLF header bytes}``, reading each file only up to its empty line.  Blocks.
 
-        return await self.run(read_all)
+        One read of :data:`HEADER_READ` bytes covers the header of nearly
+        every message; longer ones are read on in bigger steps.
+        """
+        folder = self.folder
+        result = {}
+        for message in messages:
+            try:
+                with folder.open_message(message.uid) as handle:
+                    data = handle.read(HEADER_READ)
+                    while b"\n\n" not in data and len(data) >= HEADER_READ:
+                        more = handle.read(65536)
+                        if not more:
+                            break
+                        data += more
+            except KeyError:
+                continue
+            end = data.find(b"\n\n")
+            result[message.uid] = to_crlf(data[:end + 2] if end != -1 else data)
+        return result
+
+    async def contents(self, messages):
+        """Return ``{uid: CRLF bytes}`` for ``messages`` (missing ones are left out), read in a thread."""
+        return await self.run(self.read_contents, messages)
 
     async def headers(self, messages):
-        """Return ``{uid: CRLF header bytes}``, reading each file only up to its empty line (header searches)."""
-        folder = self.folder
-
-        def read_headers():
-            result = {}
-            for message in messages:
-                try:
-                    with folder.open_message(message.uid) as handle:
-                        data = handle.read(8192)
-                        while b"\n\n" not in data:
-                            more = handle.read(65536)
-                            if not more:
-                                break
-                            data += more
-                except KeyError:
-                    continue
-                end = data.find(b"\n\n")
-                result[message.uid] = to_crlf(data[:end + 2] if end != -1 else data)
-            return result
-
-        return await self.run(read_headers)
+        """Return ``{uid: CRLF header bytes}`` (see :meth:`read_headers`), read in a thread."""
+        return await self.run(self.read_headers, messages)
 
     async def content(self, message):
         """Return the CRLF bytes of one message, or b"" when it is gone."""

@@ -75,3 +75,24 @@ def test_search_with_literal(imap_server):
     conn.send(word + b"\r\n")
     assert conn.finish(tag).untagged == [b"SEARCH 2"]
     conn.close()
+
+
+@threaded
+def test_header_search_quick_test_keeps_matches(imap_server):
+    """Header keys find folded, RFC 2047-encoded, 8-bit and late-in-a-long-header matches, and nothing else."""
+    conn = connect(imap_server)
+    long_header = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"f" * 70) for i in range(400))  # ~32 KB
+    for data in (
+            b"Subject: weekly\r\n\tstatus Meeting\r\n\r\nfolded\r\n",
+            b"Subject: =?utf-8?b?V2Vla2x5IHN0YXR1cyBtZWV0aW5n?=\r\n\r\nencoded\r\n",
+            "Subject: Caf\u00e9 weekly status meeting\r\n\r\n8-bit\r\n".encode("utf-8"),
+            long_header + b"Subject: weekly status meeting\r\n\r\nlong\r\n",
+            b"Subject: monthly status\r\nX-Note: weekly status meeting\r\n\r\nother field\r\n"):
+        conn.append("ok", "INBOX", data)
+    conn.transact("ok", "SELECT INBOX")
+    assert _search(conn, 'SUBJECT "weekly status meeting"') == [1, 2, 3, 4]
+    assert _search(conn, 'HEADER X-Note "WEEKLY STATUS"') == [5]
+    assert _search(conn, 'CHARSET UTF-8 SUBJECT "caf\u00e9"') == [3]
+    assert _search(conn, 'NOT SUBJECT "weekly"') == [5]
+    assert _search(conn, 'OR SUBJECT "monthly" SUBJECT "encoded-nothing"') == [5]
+    conn.close()
