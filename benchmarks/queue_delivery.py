@@ -199,6 +199,7 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--split", action="store_true", help="run mailstack's smtp and qmgr as two processes")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()
     base = tempfile.mkdtemp(prefix="mailstack-bench-")
     os.chmod(base, 0o755)
     results = {"mailstack": [], "postfix": []}
@@ -220,6 +221,7 @@ def main(argv=None):
         shutil.rmtree(base, ignore_errors=True)
     print("%d messages of ~%d bytes, %d SMTP clients, median of %d runs%s"
           % (args.messages, args.size, args.clients, args.runs, ", mailstack as two processes" if args.split else ""))
+    print("load average (1 min) before %.2f, after %.2f" % (load_before[0], os.getloadavg()[0]))
     print("%-10s %16s %16s %12s %12s" % ("server", "end-to-end", "SMTP accept", "delay p50", "delay p95"))
     ours = _summary("mailstack", results["mailstack"])
     theirs = _summary("postfix", results["postfix"])

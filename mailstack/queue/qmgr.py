@@ -80,6 +80,10 @@ PARAMS = ("qmgr_message_active_limit", "qmgr_scan_interval", "queue_run_delay", 
           "local_destination_recipient_limit", "defer_transports")
 
 STALE_TMP_AGE = 3600
+# Content up to this size is read with the envelope when a message is
+# claimed (one read in the claim's thread job instead of a second job per
+# message); bigger messages are read when first delivered.
+_KEEP_CONTENT = 64 * 1024
 TRIGGER_DIR = "public"
 
 
@@ -129,7 +133,7 @@ class _Message:
         self.outstanding = 0
         self.abandoned = False      # stopping: untried recipients stay pending in active/
         self.statuses = []          # (QueuedRecipient, DeliveryStatus)
-        self._content = None
+        self._content = qf.content
 
     async def content(self):
         """The message content, read once in a thread and kept while the message is active."""
@@ -354,7 +358,7 @@ class QueueManager:
             if not self.queue.move(queue_id, source, "active"):
                 continue  # another queue manager (or postsuper) took it
             try:
-                claimed.append((queue_id, qfile.read(self.queue.path("active", queue_id)), None))
+                claimed.append((queue_id, qfile.read(self.queue.path("active", queue_id), _KEEP_CONTENT), None))
             except qfile.CorruptQueueFile as err:
                 self.queue.move(queue_id, "active", "corrupt")
                 claimed.append((queue_id, None, err))

@@ -20,6 +20,11 @@ fsyncs the directory.  Until the rename nothing is visible; a crash leaves
 at most a file in ``tmp/``, which :func:`clean_tmp` removes after 36 hours
 (the maildir specification's rule).
 
+The directory fsync is a group commit (:func:`sync_dir`): deliveries into
+one directory from several threads at once share one ``fsync`` of it, and
+each returns only once an fsync that *started after its rename* has
+completed, so every delivery is still durable when :func:`deliver` returns.
+
 Flags map to IMAP as ``D`` \\Draft, ``F`` \\Flagged, ``R`` \\Answered,
 ``S`` \\Seen, ``T`` \\Deleted; ``P`` (passed) has no IMAP flag and is kept
 as it is when other flags change.
@@ -145,6 +150,65 @@ def fsync_dir(path):
         os.close(fd)
 
 
+class _DirSync:
+    """Group-commit state of one directory (see :func:`sync_dir`)."""
+
+    __slots__ = ("requested", "done", "running", "users")
+
+    def __init__(self):
+        self.requested = 0
+        self.done = 0
+        self.running = False
+        self.users = 0
+
+
+_dir_syncs = {}
+_dir_syncs_cond = threading.Condition()
+
+
+def sync_dir(path):
+    """fsync directory ``path`` after a rename into it, shared with concurrent callers.  Blocks.
+
+    Returns once an fsync of ``path`` that started after this call has
+    completed: one fsync covers every rename made before it started, so
+    threads delivering into the same directory at once wait for one
+    journal commit instead of queueing one each.
+
+    Raises:
+        OSError: when this caller's own fsync fails (waiters then retry theirs).
+    """
+    cond = _dir_syncs_cond
+    with cond:
+        entry = _dir_syncs.get(path)
+        if entry is None:
+            entry = _dir_syncs[path] = _DirSync()
+        entry.users += 1
+        entry.requested += 1
+        mine = entry.requested
+        try:
+            while entry.done < mine:
+                if entry.running:
+                    cond.wait()
+                    continue
+                entry.running = True
+                target = entry.requested
+                synced = False
+                cond.release()
+                try:
+                    fsync_dir(path)
+                    synced = True
+                finally:
+                    cond.acquire()
+                    entry.running = False
+                    if synced:
+                        entry.done = max(entry.done, target)
+                    cond.notify_all()
+        finally:
+            entry.users -= 1
+            if not entry.users:
+                del _dir_syncs[path]
+
+
 def ensure(path, mode=0o700):
     """Create the maildir ``path`` (with tmp/, new/ and cur/) if it does not exist; return path."""
     for sub in ("tmp", "new", "cur"):
@@ -222,7 +286,7 @@ def deliver(maildir, data, info=None, hostname=None, mtime=None, fsync=True, bef
             pass
         raise
     if fsync:
-        fsync_dir(os.path.join(maildir, subdir))
+        sync_dir(os.path.join(maildir, subdir))
     return Delivered(final, name, base, size, vsize)
 
 
@@ -255,7 +319,7 @@ def link(source, maildir, size, vsize, info=None, hostname=None, fsync=True, bef
             pass
         raise
     if fsync:
-        fsync_dir(os.path.join(maildir, subdir))
+        sync_dir(os.path.join(maildir, subdir))
     return Delivered(final, name, base, size, vsize)
 
 

@@ -112,3 +112,16 @@ def test_directory_fsyncs_are_shared_by_concurrent_commits(tmp_path, monkeypatch
         thread.join(timeout=5)
     assert not any(thread.is_alive() for thread in threads)
     assert 1 <= len(calls) <= 3
+
+
+def test_read_keeps_small_content_with_the_envelope(tmp_path):
+    """qfile.read(keep_content=N) returns the content of a small message with its envelope, else reads it later."""
+    path = str(tmp_path / "ABC123")
+    content = b"Subject: hi\n\nbody\n"
+    qfile.write_file(path, content, Envelope("a@b.example", [Recipient("c@d.example")]))
+    kept = qfile.read(path, keep_content=1024)
+    assert kept.content == content and kept.envelope.sender == "a@b.example"
+    assert [r.recipient.address for r in kept.recipients] == ["c@d.example"]
+    lazy = qfile.read(path, keep_content=4)
+    assert lazy.content is None and lazy.read_content() == content
+    assert qfile.read(path).recipients[0].offset == kept.recipients[0].offset

@@ -122,3 +122,29 @@ def test_deliver_streams_a_file_object(tmp_path):
     assert stored == text.replace(b"\r\n", b"\n")
     assert (result.size, result.vsize) == (len(stored), len(text))
     assert result.name.endswith(",S=%d,W=%d" % (len(stored), len(text)))
+
+
+def test_concurrent_deliveries_share_directory_fsyncs(tmp_path, monkeypatch):
+    """Twenty threads delivering into one maildir share a few new/ fsyncs, each started after its rename."""
+    import threading
+    root = maildir.ensure(str(tmp_path / "Maildir"))
+    new = os.path.join(root, "new")
+    fsyncs = []
+
+    def slow_fsync(path):
+        fsyncs.append((path, set(os.listdir(path))))
+        time.sleep(0.05)
+    monkeypatch.setattr(maildir, "fsync_dir", slow_fsync)
+    delivered = []
+    threads = [threading.Thread(target=lambda: delivered.append(maildir.deliver(root, b"Subject: x\n\nbody\n")))
+               for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=5)
+    assert not any(thread.is_alive() for thread in threads)
+    assert len(delivered) == 20 and 1 <= len(fsyncs) <= 4
+    assert all(path == new for path, _ in fsyncs)
+    # The last fsync saw every message's rename: none returned before its file was covered.
+    assert {d.name for d in delivered} <= fsyncs[-1][1]
+    assert maildir._dir_syncs == {}
