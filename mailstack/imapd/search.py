@@ -14,11 +14,14 @@ import datetime
 import email.utils
 import re
 
+from twisted.internet import defer
+
 from mailstack.imapd import mime
 from mailstack.imapd.errors import Bad, No
 
 CHARSETS = ("UTF-8", "US-ASCII")
 CONTENT_BATCH = 500     # messages read and tested per thread-pool call
+SCANS_IN_FLIGHT = 2     # thread-pool calls of one SEARCH running at once
 _FOLD = re.compile(rb"\r?\n[ \t]")   # as mime.Headers unfolds, on bytes
 
 
@@ -63,7 +66,9 @@ class Context:
             if b"=?" in head or not head.isascii():
                 self._folded = False
             else:
-                self._folded = _FOLD.sub(b" ", head).lower()
+                if b"\n " in head or b"\n\t" in head:
+                    head = _FOLD.sub(b" ", head)
+                self._folded = head.lower()
         return self._folded or None
 
 
@@ -332,7 +337,17 @@ async def search(session, tag, cursor, uid):
                     found.append(msg.uid if uid else index)
             return found
 
-        for start in range(0, len(messages), CONTENT_BATCH):
-            hits += await selected.run(scan, start, messages[start:start + CONTENT_BATCH])
+        # Two batches in flight: file opens and reads release the GIL, so
+        # a second thread overlaps its I/O with the first one's matching.
+        starts = list(range(0, len(messages), CONTENT_BATCH))
+        for first in range(0, len(starts), SCANS_IN_FLIGHT):
+            pending = [selected.run(scan, start, messages[start:start + CONTENT_BATCH])
+                       for start in starts[first:first + SCANS_IN_FLIGHT]]
+            try:
+                batches = await defer.gatherResults(pending, consumeErrors=True)
+            except defer.FirstError as err:
+                err.subFailure.raiseException()
+            for found in batches:
+                hits += found
     session.untagged(b" ".join([b"SEARCH"] + [b"%d" % n for n in hits]))
     return b"Search completed."

@@ -37,6 +37,8 @@ HEADER_READ = 16384     # bytes read at once for a header search
 
 def to_crlf(data):
     """Return ``data`` with every bare LF turned into CRLF."""
+    if b"\r" not in data:
+        return data.replace(b"\n", b"\r\n")  # the store's files: LF only, no regex needed
     return _BARE_LF.sub(b"\r\n", data)
 
 
