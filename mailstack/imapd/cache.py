@@ -8,9 +8,15 @@ service.  A maildir message never changes its content: its key is the
 folder's directory and the message's base name (which survives flag
 renames), so entries never go stale; an expunged message's entry simply
 ages out.  Size is bounded by :data:`DEFAULT_BYTES` worth of encoded values.
+
+Header SEARCH keeps the message's header block here too (item
+``HEADER``), as Dovecot's cache keeps the fields it was searched on: the
+second search of a mailbox reads no file.  Those scans run in the thread
+pool, so every operation takes the cache's lock.
 """
 
 import collections
+import threading
 
 DEFAULT_BYTES = 64 * 1024 * 1024
 _OVERHEAD = 200  # dict entry, key tuple and value tuple, roughly
@@ -27,16 +33,22 @@ class StructureCache:
         self.max_bytes = max_bytes
         self.size = 0
         self._entries = collections.OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, key):
-        """Return the cached ``{item: bytes}`` for ``key``, or None."""
-        entry = self._entries.get(key)
-        if entry is not None:
-            self._entries.move_to_end(key)
-        return entry
+        """Return the cached ``{item: bytes}`` for ``key``, or None.  Any thread."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
 
     def put(self, key, values):
-        """Remember ``values`` (``{item: bytes}``) for ``key``, merged with what is there."""
+        """Remember ``values`` (``{item: bytes}``) for ``key``, merged with what is there.  Any thread."""
+        with self._lock:
+            self._put(key, values)
+
+    def _put(self, key, values):
         entry = self._entries.pop(key, None)
         if entry is not None:
             self.size -= _cost(entry)

@@ -36,7 +36,8 @@ _SETS_SEEN = {b"RFC822", b"RFC822.TEXT"}
 _STRUCTURED = {b"ENVELOPE", b"BODYSTRUCTURE", b"BODY"}
 _RAW = {b"RFC822", b"RFC822.HEADER", b"RFC822.TEXT"}
 BATCH = 2000
-CONTENT_BATCH = 50
+CONTENT_BATCH = 500             # messages read per thread-pool call at most...
+CONTENT_BYTES = 1024 * 1024     # ...or about this much content
 
 
 @dataclass(frozen=True)
@@ -149,31 +150,69 @@ async def fetch(session, tag, cursor, uid):
         await selected.load_dates([msg for _, msg in targets])
     cache = getattr(session.factory, "structure_cache", None)
     cacheable = cache is not None and all(not isinstance(i, Section) and i not in _RAW for i in items)
-    batch_size = CONTENT_BATCH if need_content else BATCH
-    for start in range(0, len(targets), batch_size):
-        batch = targets[start:start + batch_size]
-        cached = {}
-        if cacheable and need_content:
-            path = selected.folder.path
-            for _, msg in batch:
-                entry = cache.get((path, msg.base))
-                if entry is not None and all(i in entry for i in items if i in _STRUCTURED):
-                    cached[msg.uid] = entry
-        missing = [msg for _, msg in batch if msg.uid not in cached]
-        contents = await selected.contents(missing) if need_content and missing else {}
+    batches = list(_batches(targets, need_content))
+    for number, batch in enumerate(batches, 1):
+        if need_content:
+            contents, entries = await selected.run(_load, selected, batch, items, cache if cacheable else None)
+        else:
+            contents, entries = {}, {}
         chunks = []
         for seq, msg in batch:
-            entry = cached.get(msg.uid)
+            entry = entries.get(msg.uid)
             if need_content and entry is None and msg.uid not in contents:
                 continue  # expunged by someone else meanwhile
-            if entry is None and cacheable and need_content:
-                entry = _structures(items, contents[msg.uid])
-                cache.put((selected.folder.path, msg.base), entry)
             chunks.append(_response(seq, msg, items, contents.get(msg.uid), sets_seen, selected, entry))
         session.send_raw(b"".join(chunks))
-        if start + batch_size < len(targets):
+        if number < len(batches):
             await session.pause()
     return b"Fetch completed."
+
+
+def _batches(targets, need_content):
+    """Split the targets into batches: :data:`BATCH` messages, or about :data:`CONTENT_BYTES` of content."""
+    if not need_content:
+        for start in range(0, len(targets), BATCH):
+            yield targets[start:start + BATCH]
+        return
+    batch, size = [], 0
+    for target in targets:
+        batch.append(target)
+        size += target[1].vsize
+        if size >= CONTENT_BYTES or len(batch) >= CONTENT_BATCH:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _load(selected, batch, items, cache):
+    """Read a batch's contents and its structure items; return ``(contents, entries)``.  Blocks (thread pool).
+
+    With a cache (the items are all cacheable), messages whose structures
+    are cached are not read; the others are read once, and their
+    ENVELOPE/BODYSTRUCTURE/BODY encoded here, off the reactor, and cached.
+    """
+    if cache is None:
+        return selected.read_contents([msg for _, msg in batch]), {}
+    path = selected.folder.path
+    wanted = [i for i in items if i in _STRUCTURED]
+    entries, missing = {}, []
+    for _, msg in batch:
+        entry = cache.get((path, msg.base))
+        if entry is not None and all(i in entry for i in wanted):
+            entries[msg.uid] = entry
+        else:
+            missing.append(msg)
+    contents = selected.read_contents(missing)
+    for msg in missing:
+        content = contents.get(msg.uid)
+        if content is not None:
+            entry = entries[msg.uid] = _structures(items, content)
+            # The header block too, for later header SEARCHes (as Dovecot
+            # caches the fields it has parsed): they then read no file.
+            end = content.find(b"\r\n\r\n")
+            cache.put((path, msg.base), {**entry, b"HEADER": content[:end + 4] if end != -1 else content})
+    return contents, entries
 
 
 async def _fetch_flags(session, selected, ranges, uid, with_uid, with_flags):

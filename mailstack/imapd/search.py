@@ -327,10 +327,10 @@ async def search(session, tag, cursor, uid):
     else:
         # Reading and matching run in the store's thread pool, a batch at a
         # time, so the reactor serves other sessions between batches.
-        read = selected.read_contents if prog.needs_body else selected.read_headers
+        cache = getattr(session.factory, "structure_cache", None)
 
         def scan(start, batch):
-            contents = read(batch)
+            contents = selected.read_contents(batch) if prog.needs_body else selected.read_headers(batch, cache)
             found = []
             for index, msg in enumerate(batch, start + 1):
                 if prog.test(Context(index, msg, contents.get(msg.uid), last_seq, last_uid, recent, selected)):

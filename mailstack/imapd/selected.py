@@ -210,15 +210,23 @@ class SelectedMailbox:
                 continue
         return result
 
-    def read_headers(self, messages):
+    def read_headers(self, messages, cache=None):
         """Return ``{uid: CRLF header bytes}``, reading each file only up to its empty line.  Blocks.
 
         One read of :data:`HEADER_READ` bytes covers the header of nearly
-        every message; longer ones are read on in bigger steps.
+        every message; longer ones are read on in bigger steps.  With a
+        :class:`~mailstack.imapd.cache.StructureCache`, headers found there
+        are not read, and those read are kept there.
         """
         folder = self.folder
+        path = folder.path
         result = {}
         for message in messages:
+            if cache is not None:
+                entry = cache.get((path, message.base))
+                if entry is not None and b"HEADER" in entry:
+                    result[message.uid] = entry[b"HEADER"]
+                    continue
             try:
                 with folder.open_message(message.uid) as handle:
                     data = handle.read(HEADER_READ)
@@ -230,7 +238,9 @@ class SelectedMailbox:
             except KeyError:
                 continue
             end = data.find(b"\n\n")
-            result[message.uid] = to_crlf(data[:end + 2] if end != -1 else data)
+            header = result[message.uid] = to_crlf(data[:end + 2] if end != -1 else data)
+            if cache is not None:
+                cache.put((path, message.base), {b"HEADER": header})
         return result
 
     async def contents(self, messages):

@@ -274,12 +274,26 @@ def contains_star(ranges):
     return any(low is None or high is None for low, high in ranges)
 
 
+_QUOTED = {}     # short str -> quoted bytes: ENVELOPE/BODYSTRUCTURE repeat a few values a lot
+
+
 def quote(value):
     """Return ``value`` (str or bytes) as an IMAP string: quoted when possible, else a literal."""
     if value is None:
         return b"NIL"
     if isinstance(value, str):
+        done = _QUOTED.get(value)
+        if done is not None:
+            return done
+        text = value
         value = value.encode("utf-8", "surrogateescape")
+        if len(text) <= 64 and len(_QUOTED) < 8192:
+            done = _QUOTED[text] = _quote_bytes(value)
+            return done
+    return _quote_bytes(value)
+
+
+def _quote_bytes(value):
     if b"\r" in value or b"\n" in value or b"\0" in value or not value.isascii() or len(value) > 1000:
         return b"{%d}\r\n" % len(value) + value
     return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
@@ -300,10 +314,7 @@ def encode_list(items):
     ``None`` is NIL, ints are numbers, str/bytes are strings, lists nest,
     :class:`Raw` is written as is.
     """
-    out = []
-    for item in items:
-        out.append(encode_item(item))
-    return b"(" + b" ".join(out) + b")"
+    return b"(" + b" ".join([encode_item(item) for item in items]) + b")"
 
 
 class Raw(bytes):
@@ -311,8 +322,9 @@ class Raw(bytes):
 
 
 def encode_item(item):
-    if item is None:
-        return b"NIL"
+    encoder = _ENCODERS.get(type(item))
+    if encoder is not None:
+        return encoder(item)
     if isinstance(item, Raw):
         return bytes(item)
     if isinstance(item, bool):
@@ -322,3 +334,16 @@ def encode_item(item):
     if isinstance(item, (list, tuple)):
         return encode_list(item)
     return quote(item)
+
+
+# The exact types met in practice, dispatched without an isinstance chain.
+_ENCODERS = {
+    type(None): lambda item: b"NIL",
+    str: quote,
+    bytes: quote,
+    int: lambda item: b"%d" % item,
+    bool: lambda item: b"1" if item else b"0",
+    list: lambda item: encode_list(item),
+    tuple: lambda item: encode_list(item),
+    Raw: bytes,
+}
