@@ -9,16 +9,19 @@ folder's directory and the message's base name (which survives flag
 renames), so entries never go stale; an expunged message's entry simply
 ages out.  Size is bounded by :data:`DEFAULT_BYTES` worth of encoded values.
 
-Header SEARCH keeps the message's header block here too (item
-``HEADER``), as Dovecot's cache keeps the fields it was searched on: the
-second search of a mailbox reads no file.  Those scans run in the thread
-pool, so every operation takes the cache's lock.
+Header SEARCH keeps each message's header block (item ``HEADER``) in a
+second cache of this class, bounded by :data:`HEADER_CACHE_BYTES` apart
+from the structures (a scan over an LRU smaller than the mailbox would
+evict everything): the second search of a mailbox reads no file, as
+Dovecot's cache serves the fields it was searched on.  Those scans run in
+the thread pool, so every operation takes the cache's lock.
 """
 
 import collections
 import threading
 
 DEFAULT_BYTES = 64 * 1024 * 1024
+HEADER_CACHE_BYTES = 48 * 1024 * 1024
 _OVERHEAD = 200  # dict entry, key tuple and value tuple, roughly
 
 

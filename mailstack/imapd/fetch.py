@@ -153,7 +153,8 @@ async def fetch(session, tag, cursor, uid):
     batches = list(_batches(targets, need_content))
     for number, batch in enumerate(batches, 1):
         if need_content:
-            contents, entries = await selected.run(_load, selected, batch, items, cache if cacheable else None)
+            contents, entries = await selected.run(_load, selected, batch, items, cache if cacheable else None,
+                                                   getattr(session.factory, "header_cache", None))
         else:
             contents, entries = {}, {}
         chunks = []
@@ -185,12 +186,13 @@ def _batches(targets, need_content):
         yield batch
 
 
-def _load(selected, batch, items, cache):
+def _load(selected, batch, items, cache, headers=None):
     """Read a batch's contents and its structure items; return ``(contents, entries)``.  Blocks (thread pool).
 
     With a cache (the items are all cacheable), messages whose structures
     are cached are not read; the others are read once, and their
-    ENVELOPE/BODYSTRUCTURE/BODY encoded here, off the reactor, and cached.
+    ENVELOPE/BODYSTRUCTURE/BODY encoded here, off the reactor, and cached,
+    with their header block in ``headers`` (the header SEARCH cache).
     """
     if cache is None:
         return selected.read_contents([msg for _, msg in batch]), {}
@@ -208,10 +210,12 @@ def _load(selected, batch, items, cache):
         content = contents.get(msg.uid)
         if content is not None:
             entry = entries[msg.uid] = _structures(items, content)
-            # The header block too, for later header SEARCHes (as Dovecot
-            # caches the fields it has parsed): they then read no file.
-            end = content.find(b"\r\n\r\n")
-            cache.put((path, msg.base), {**entry, b"HEADER": content[:end + 4] if end != -1 else content})
+            cache.put((path, msg.base), entry)
+            if headers is not None:
+                # For later header SEARCHes (as Dovecot caches the fields
+                # it has parsed): they then read no file.
+                end = content.find(b"\r\n\r\n")
+                headers.put((path, msg.base), {b"HEADER": content[:end + 4] if end != -1 else content})
     return contents, entries
 
 

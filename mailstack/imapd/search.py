@@ -327,7 +327,7 @@ async def search(session, tag, cursor, uid):
     else:
         # Reading and matching run in the store's thread pool, a batch at a
         # time, so the reactor serves other sessions between batches.
-        cache = getattr(session.factory, "structure_cache", None)
+        cache = getattr(session.factory, "header_cache", None)
 
         def scan(start, batch):
             contents = selected.read_contents(batch) if prog.needs_body else selected.read_headers(batch, cache)

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 
 from mailstack import app
 from mailstack.auth.service import AuthRequest, AuthTemporaryError, UnknownMechanism, auth_service
-from mailstack.imapd.cache import StructureCache
+from mailstack.imapd.cache import HEADER_CACHE_BYTES, StructureCache
 from mailstack.imapd.server import IMAPServer
 from mailstack.store import store as mailstore
 from mailstack.store.errors import StoreError
@@ -50,6 +50,8 @@ class IMAPFactory(protocol.Factory):
         sessions: the open sessions.
         structure_cache: encoded ENVELOPE/BODYSTRUCTURE per message
             (:class:`~mailstack.imapd.cache.StructureCache`).
+        header_cache: header blocks for header SEARCH, bounded apart so
+            that searches never evict structures (same class).
     """
 
     UnknownMechanism = UnknownMechanism
@@ -63,6 +65,7 @@ class IMAPFactory(protocol.Factory):
         self.tls_options = tls_options
         self.sessions = set()
         self.structure_cache = StructureCache()
+        self.header_cache = StructureCache(HEADER_CACHE_BYTES)
 
     def buildProtocol(self, addr):
         return IMAPServer(self)

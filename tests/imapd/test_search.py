@@ -96,3 +96,29 @@ def test_header_search_quick_test_keeps_matches(imap_server):
     assert _search(conn, 'NOT SUBJECT "weekly"') == [5]
     assert _search(conn, 'OR SUBJECT "monthly" SUBJECT "encoded-nothing"') == [5]
     conn.close()
+
+
+@threaded
+def test_header_search_fills_and_uses_the_header_cache(imap_server):
+    """A header SEARCH keeps header blocks in the service's header cache and answers the same from it."""
+    conn = connect(imap_server)
+    _setup(conn)
+    cache = imap_server.factories["imap"].header_cache
+    assert len(cache) == 0
+    assert _search(conn, 'SUBJECT "quarterly"') == [1, 3]
+    assert len(cache) == 3
+    assert _search(conn, 'SUBJECT "quarterly"') == [1, 3]
+    assert _search(conn, 'FROM "bob"') == [2]
+    conn.close()
+
+
+@threaded
+def test_structure_fetch_fills_the_header_cache(imap_server):
+    """A cold ENVELOPE fetch leaves header blocks for later searches; the structures stay in their own cache."""
+    conn = connect(imap_server)
+    _setup(conn)
+    conn.transact("ok", "FETCH 1:* (ENVELOPE)")
+    factory = imap_server.factories["imap"]
+    assert len(factory.header_cache) == 3 and len(factory.structure_cache) == 3
+    assert _search(conn, 'SUBJECT "caf\u00e9"') == [2]
+    conn.close()
