@@ -65,6 +65,7 @@ import time
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python import failure
 
 from mailstack.agents.base import DeliveryRecipient, DeliveryRequest, DeliveryStatus
 from mailstack.bounce.dsn import RecipientReport
@@ -181,6 +182,8 @@ class QueueManager:
         self._timers = {}
         self._drained = None
         self._wake_call = None
+        self._removals = []         # (queue_id, Deferred) waiting for the next removal job
+        self._removing = False
 
     # -- life cycle ---------------------------------------------------------
 
@@ -581,10 +584,49 @@ class QueueManager:
                 await self.queue.in_thread(qfile.mark_done, path, done)
             await self._defer(msg, deferred)
         else:
-            await self.queue.in_thread(self.queue.remove, queue_id, "active")
+            await self._remove(queue_id)
             log.info("{queue_id}: removed", queue_id=queue_id)
         self.active.pop(queue_id, None)
         self._after_message()
+
+    def _remove(self, queue_id):
+        """Delete a delivered message from active/ in a thread; return a Deferred.
+
+        Removals batch themselves: while one thread job runs, messages that
+        finish meanwhile wait for the next job, which removes them all (one
+        job per batch instead of one per message).
+        """
+        waiter = defer.Deferred()
+        self._removals.append((queue_id, waiter))
+        if not self._removing:
+            self._start_removals()
+        return waiter
+
+    def _start_removals(self):
+        batch, self._removals = self._removals, []
+        self._removing = True
+
+        def work(queue_ids):
+            results = []
+            for queue_id in queue_ids:
+                try:
+                    results.append(self.queue.remove(queue_id, "active"))
+                except Exception as err:  # reported to that message's waiter
+                    results.append(err)
+            return results
+
+        def done(results):
+            self._removing = False
+            if self._removals:
+                self._start_removals()
+            if isinstance(results, failure.Failure):
+                results = [results] * len(batch)
+            for (_, waiter), result in zip(batch, results):
+                if isinstance(result, (Exception, failure.Failure)):
+                    waiter.errback(result)
+                else:
+                    waiter.callback(result)
+        self.queue.in_thread(work, [queue_id for queue_id, _ in batch]).addBoth(done)
 
     def _reports(self, pairs):
         return [(q.recipient.notify, RecipientReport(q.recipient.address, q.recipient.orcpt or q.recipient.original,

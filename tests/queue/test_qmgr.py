@@ -347,3 +347,28 @@ async def test_hold_transport_puts_message_on_hold(tmp_path, logs):
     await h.qmgr.stop()
     assert h.queue.list("hold") == [queue_id]
     assert logs.matching("%s: hold: " % queue_id)
+
+
+@pytest_twisted.ensureDeferred
+async def test_removals_of_messages_finishing_together_share_thread_jobs(tmp_path, logs):
+    """Twelve messages delivered at once leave active/ in fewer removal jobs than messages, each logged removed."""
+    agent = RecordingAgent()
+    h = Harness(tmp_path, "default_transport = recording\ninitial_destination_concurrency = 20\n"
+                          "default_destination_concurrency_limit = 20\n", {"recording": agent})
+    jobs = []
+    in_thread = h.queue.in_thread
+
+    def counting(function, *args):
+        if "_start_removals" in function.__qualname__:
+            jobs.append(list(args[0]))
+        return in_thread(function, *args)
+    h.queue.in_thread = counting
+    h.qmgr.start()
+    ids = [await h.submit("a@example.org", ["r%d@remote.test" % i]) for i in range(12)]
+    await wait_until(lambda: len(agent.waiting) == 12, h.clock)
+    agent.release_all()
+    await wait_until(lambda: not h.qmgr.active, h.clock)
+    await h.qmgr.stop()
+    assert h.queue.list("active") == [] and sorted(q for job in jobs for q in job) == sorted(ids)
+    assert 1 <= len(jobs) < 12
+    assert all(logs.matching("%s: removed" % queue_id) for queue_id in ids)
