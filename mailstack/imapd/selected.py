@@ -110,7 +110,8 @@ class SelectedMailbox:
     def messages_expunged(self, folder, uids):
         self._expunged.update(uids)
         for uid in uids:
-            self._added.pop(uid, None)
+            if self._added.pop(uid, None) is not None:
+                self.recent.discard(uid)
             self._flagged.pop(uid, None)
         self._changed()
 
@@ -185,9 +186,13 @@ class SelectedMailbox:
         return sorted(result)
 
     def recent_count(self):
-        """Return how many messages the client knows are \\Recent (claimed ones not yet announced left out)."""
-        positions = self._positions()
-        return sum(1 for uid in self.recent if uid in positions)
+        """Return how many of the session's messages are \\Recent.
+
+        Constant time (it runs for every session at each push): expunged
+        messages leave ``recent`` when the client is told (:meth:`forget`),
+        or at once when it never heard of them (:meth:`messages_expunged`).
+        """
+        return len(self.recent)
 
     def has_gone(self):
         """True when some messages were expunged by others but not yet reported."""

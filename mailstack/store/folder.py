@@ -441,7 +441,10 @@ class Folder(FolderSync):
                 seen = max(self._by_uid, default=0) + 1
                 recent = {uid for uid in self._by_uid if uid >= first}
                 if seen > first:
-                    lock.replace(b"%d\n" % seen, fsync=self._fsync)
+                    # Not fsynced: after a crash the worst is that messages
+                    # are \Recent once more; arrivals claimed for IDLE
+                    # sessions must not wait for a disk flush.
+                    lock.replace(b"%d\n" % seen, fsync=False)
             finally:
                 lock.release()
             return recent
