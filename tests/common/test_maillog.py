@@ -158,3 +158,28 @@ def test_buffered_lines_flushed_at_reactor_shutdown(tmp_path):
         assert (phase, event) == ("after", "shutdown")
         trigger()
         assert path.read_text().endswith("last words\n")
+
+
+def test_fast_formatting_matches_twisted_formatEvent():
+    """The str.format_map fast path gives formatEvent's text, including calls, missing keys and literals."""
+    from twisted.logger import formatEvent
+
+    from mailstack.common.maillog import _format_text
+
+    class Peer:
+        """An object with an attribute and a method, as log fields can be."""
+
+        host = "192.0.2.1"
+
+        def describe(self):
+            return "peer"
+
+    events = [
+        {"log_format": "{queue_id}: from=<{sender}>, size={size!r}", "queue_id": "3F", "sender": "a@b", "size": 12},
+        {"log_format": "{peer.host} {peer.describe()}", "peer": Peer()},
+        {"log_format": "{missing}"},
+        {"log_format": None},
+        {"log_format": "{{braces}} {n:>4} {d[k]}", "n": 3, "d": {"k": 5}},
+    ]
+    for event in events:
+        assert _format_text(event) == formatEvent(event)
