@@ -201,6 +201,8 @@ _ALL += _group(
      "From this many errors on, every reply waits one second per error made."),
     ("smtpd_hard_error_limit", T.Int(minimum=1), "100",
      "The session is ended (421 4.7.0) when it has made this many errors."),
+    ("smtpd_junk_command_limit", T.Int(minimum=1), "100",
+     "After this many NOOP, VRFY, ETRN or RSET commands in a session, each further one counts as an error."),
     ("smtpd_client_connection_count_limit", T.Int(minimum=0), "50",
      "The most simultaneous connections from one client address per service; 0 means no limit."),
     ("smtpd_client_event_limit_exceptions", T.LIST, "$mynetworks",

@@ -32,6 +32,7 @@ PARAMETERS
     smtpd_banner, smtpd_helo_required, strict_rfc821_envelopes,
     line_length_limit, smtpd_recipient_limit, smtpd_timeout,
     smtpd_error_sleep_time, smtpd_soft_error_limit, smtpd_hard_error_limit,
+    smtpd_junk_command_limit,
     message_size_limit, disable_vrfy_command, smtpd_sasl_auth_enable,
     smtpd_tls_security_level, smtpd_tls_auth_only, smtpd_forbid_bare_newline,
     smtpd_forbid_bare_newline_exclusions, smtpd_forbid_bare_newline_reject_code,
@@ -76,6 +77,7 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
         b"STARTTLS": "smtp_starttls", b"AUTH": "smtp_auth",
     }
     # Commands a client may send before TLS when smtpd_tls_security_level = encrypt.
+    _JUNK = frozenset((b"NOOP", b"VRFY", b"ETRN", b"RSET"))
     _BEFORE_TLS = (b"EHLO", b"HELO", b"STARTTLS", b"NOOP", b"RSET", b"QUIT", b"HELP")
     # Forbidden words of web proxies and the like: disconnect at once (Postfix smtpd_forbidden_commands).
     _FORBIDDEN = (b"CONNECT", b"GET", b"POST")
@@ -101,6 +103,7 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
         self._counts = {}
         self._last_command = "CONNECT"
         self.error_count = 0
+        self.junk_count = 0
         self.client_address = ""
         self.client_name = "unknown"
         self.helo = ""
@@ -353,6 +356,12 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
             self._closing = True
             return
         method = self.COMMANDS.get(verb)
+        if verb in self._JUNK:
+            # Postfix's smtpd_junk_command_limit: past it, every such command is an error,
+            # so a client that only idles or probes gets slowed and then cut off.
+            self.junk_count += 1
+            if self.junk_count > self.config["smtpd_junk_command_limit"]:
+                self.error_count += 1
         if method is None:
             self._count("unknown", False)
             if not line.strip():

@@ -127,3 +127,26 @@ def test_tcp_nodelay_is_set(smtp_config_dir):
     finally:
         logs.stop()
     assert transport.nodelay is True
+
+
+def test_junk_commands_past_the_limit_count_as_errors(session):
+    """Past smtpd_junk_command_limit, each NOOP/RSET counts as an error, so the hard limit ends the session."""
+    proto, transport, clock, logs = session(smtpd_junk_command_limit="3", smtpd_hard_error_limit="2",
+                                            smtpd_soft_error_limit="10")
+    _take(transport)
+    proto.dataReceived(b"HELO client.example\r\nNOOP\r\nRSET\r\nNOOP\r\n")
+    assert _take(transport).count(b"250 ") == 4
+    assert proto.error_count == 0 and proto.junk_count == 3
+    proto.dataReceived(b"RSET\r\nNOOP\r\n")
+    assert _take(transport) == b"250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n"
+    assert proto.error_count == 2 and not transport.disconnecting
+    proto.dataReceived(b"NOOP\r\n")
+    assert _take(transport) == b"421 4.7.0 mail.example.test Error: too many errors\r\n"
+    assert transport.disconnecting
+    assert logs.grep("too many errors after NOOP from unknown[127.0.0.1]")
+
+
+def test_junk_command_limit_default_is_postfix_100(smtp_config_dir):
+    """smtpd_junk_command_limit defaults to Postfix's 100."""
+    main, _ = make_config(smtp_config_dir)
+    assert main["smtpd_junk_command_limit"] == 100
