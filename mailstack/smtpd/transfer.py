@@ -169,6 +169,7 @@ class TransferCommands:
                     return (452, "4.3.1", "Error: insufficient system storage")
                 return (451, "4.3.0", "Error: queue file write error")
             self._reset_transaction()
+            self.junk_count = 0  # Postfix: the junk command count is reset after mail is delivered
             return (250, "2.0.0", "Ok: queued as %s" % queue_id)
         finally:
             self._mode = "command"

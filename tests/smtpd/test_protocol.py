@@ -320,3 +320,15 @@ async def test_abandoned_transactions_leave_no_queue_files(smtpd):
                     b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<x@example.test>\r\n", b"250 2.1.5")
     await _until(lambda: not server.temp_files() and len(server.logs.grep("disconnect from")) == 2)
     assert server.queued() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_junk_count_resets_after_a_delivered_message(smtpd):
+    """As in Postfix, the junk command count starts again after mail is queued, so a cached connection is not slowed."""
+    server = await smtpd(smtpd_junk_command_limit="2", smtpd_hard_error_limit="1")
+    transaction = b"MAIL FROM:<a@example.org>\r\nRCPT TO:<x@example.test>\r\nDATA\r\nSubject: j\r\n\r\nb\r\n.\r\n"
+    payload = b"EHLO c.example\r\n" + (b"RSET\r\nNOOP\r\n" + transaction) * 3 + b"QUIT\r\n"
+    out = await in_thread(_transcript, server.port, payload)
+    assert out.count(b"Ok: queued as ") == 3
+    assert b"421 " not in out
+    assert len(server.queued()) == 3
