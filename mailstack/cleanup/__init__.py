@@ -19,6 +19,8 @@ DESCRIPTION
     from memory, masquerading) and adds the missing ``Message-ID:``,
     ``Date:``, ``From:`` and ``To:`` headers (added for every client with
     ``always_add_missing_headers``).
+    A message with ``hopcount_limit`` or more ``Received:`` headers (the one
+    added here included) is refused with ``554 5.4.0 Error: too many hops``.
     :meth:`CleanupWriter.finish` rewrites the envelope
     (:mod:`mailstack.cleanup.rewrite`: trivial-rewrite, canonical,
     masquerade, virtual aliases, BCC), logs ``QUEUEID: message-id=<...>``
@@ -26,7 +28,7 @@ DESCRIPTION
     ``finish`` returns, the caller may answer 250.
 
 PARAMETERS
-    myhostname, mail_name, header_size_limit, always_add_missing_headers,
+    myhostname, mail_name, header_size_limit, hopcount_limit, always_add_missing_headers,
     local_header_rewrite_clients, undisclosed_recipients_header,
     inet_interfaces, mynetworks and those of :mod:`mailstack.cleanup.rewrite`.
 
@@ -43,6 +45,7 @@ from twisted.logger import Logger
 from mailstack.cleanup.headers import HeaderStream, split_header_block
 from mailstack.cleanup.rewrite import AddressRewriter
 from mailstack.common.address import quote_address
+from mailstack.common.reply import PermanentReject
 from mailstack.queue import Recipient
 
 log = Logger(namespace="mailstack.cleanup")
@@ -146,6 +149,7 @@ class CleanupWriter:
         self.queue_id = self._file.queue_id
         self._envelope = None
         self._message_id = None
+        self._hops = 1  # the Received: header begin() or begin_local() writes
         self._stream = HeaderStream(self._file.write, self._config["header_size_limit"], self._on_headers,
                                     self._rewrite_headers)
 
@@ -194,6 +198,7 @@ class CleanupWriter:
         return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
     def _on_headers(self, fields):
+        self._hops += sum(1 for name, _ in fields if name == "received")
         names = {name for name, _ in fields}
         for name, value in fields:
             if name == "message-id":
@@ -262,6 +267,11 @@ class CleanupWriter:
         """
         try:
             self._stream.close()
+            if self._hops >= self._config["hopcount_limit"]:
+                # Postfix cleanup: CLEANUP_STAT_HOPS, a mail loop.
+                log.info("{queue_id}: reject: too many hops ({hops} Received: headers)",
+                         queue_id=self.queue_id, hops=self._hops)
+                raise PermanentReject(554, "5.4.0", "Error: too many hops")
             rewritten = await self._rewrite(envelope)
         except BaseException:
             self.abort()

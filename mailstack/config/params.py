@@ -239,6 +239,8 @@ _ALL += _group(
     "Cleanup and address rewriting",
     ("header_size_limit", T.Size(minimum=1024), "102400",
      "The most bytes of message header kept as header; the rest is passed on as body."),
+    ("hopcount_limit", T.Int(minimum=1), "50",
+     "The most Received: headers a message may have (ours included) before it is refused as a mail loop."),
     ("swap_bangpath", T.BOOL, "yes",
      "Rewrite site!user into user@site."),
     ("allow_percent_hack", T.BOOL, "yes",

@@ -15,7 +15,9 @@ removed, so a crash in between can duplicate a message but never lose
 one.  Logs ``QUEUEID: uid=UID from=<sender>`` with the new queue id, as
 Postfix does.  A damaged file goes to ``corrupt/``; a message cleanup
 refuses for now (a table lookup failed) stays in ``maildrop/`` for the
-next scan.
+next scan; one it refuses for good (``hopcount_limit``: a mail loop) goes
+to ``hold/``, where ``mailq`` shows it and ``postsuper`` can delete or
+release it.
 
 Parameters read: ``queue_directory``, ``qmgr_scan_interval`` and cleanup's.
 """
@@ -26,6 +28,7 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from mailstack.common.reply import PermanentReject
 from mailstack.queue import qfile
 from mailstack.queue.envelope import Recipient
 from mailstack.queue.store import QueueError, mail_queue
@@ -60,9 +63,12 @@ class Pickup:
                 continue
             except OSError:
                 continue  # taken meanwhile (a second pickup), or not readable yet
-            if await self._submit(drop_id, qf, content, uid):
+            outcome = await self._submit(drop_id, qf, content, uid)
+            if outcome == "queued":
                 await queue.in_thread(queue.remove, drop_id, "maildrop")
                 moved += 1
+            elif outcome == "refused":
+                await queue.move_durably(drop_id, "maildrop", "hold")
         if moved:
             queue.notify()
         return moved
@@ -77,17 +83,22 @@ class Pickup:
             writer = await self.cleanup.open()
         except QueueError as err:
             log.warn("{queue_id}: cannot queue: {error}; trying again later", queue_id=drop_id, error=err)
-            return False
+            return "later"
         writer.begin_local(envelope, uid)
         try:
             writer.write(content)
             queue_id = await writer.finish(envelope)
+        except PermanentReject as err:
+            # Nobody is connected to hear a 5xx: keep the message where postqueue/postsuper show it.
+            log.warn("{queue_id}: cleanup refused it ({error}): moved to the hold queue", queue_id=drop_id,
+                     error=err.text)
+            return "refused"
         except Exception as err:  # a TemporaryReject (lookup failure) or QueueError: keep the file
             log.warn("{queue_id}: cannot queue: {error}; trying again later", queue_id=drop_id,
                      error=getattr(err, "text", None) or err)
-            return False
+            return "later"
         log.info("{queue_id}: uid={uid} from=<{sender}>", queue_id=queue_id, uid=uid, sender=envelope.sender)
-        return True
+        return "queued"
 
 
 class PickupService(service.Service):

@@ -98,3 +98,21 @@ def test_sendmail_goes_through_cleanup(server, config_dir):
     # the pickup line carries the queue id the message was queued under, as in Postfix
     queue_id = log.split(": uid=")[0].rsplit(" ", 1)[1]
     assert "%s: to=<alice@example.test>" % queue_id in log
+
+
+def test_sendmail_mail_loop_goes_to_hold(server, config_dir):
+    """A sendmail message cleanup refuses for good (too many hops) is kept in hold/, visible to mailq."""
+    with open(config_dir / "main.cf", "a") as handle:
+        handle.write("hopcount_limit = 3\n")
+    looped = b"".join(b"Received: from hop%d.example by x; Mon, 23 Nov 2026 10:00:00 +0000\n" % i for i in range(3))
+    assert _sendmail(config_dir, "-f", "root@example.test", "alice@example.test",
+                     data=looped + b"Subject: loop\n\nbody\n").returncode == 0
+    server.start()
+    server.wait_for("moved to the hold queue")
+    server.stop()
+    assert list((config_dir / "queue" / "maildrop").iterdir()) == []
+    (held,) = list((config_dir / "queue" / "hold").iterdir())
+    assert "Error: too many hops" in server.log()
+    mailq = subprocess.run(["mailstack", "--config", str(config_dir), "mailq"], capture_output=True, text=True,
+                           env=subprocess_env(), timeout=30).stdout
+    assert held.name + "!" in mailq

@@ -332,3 +332,21 @@ async def test_junk_count_resets_after_a_delivered_message(smtpd):
     assert out.count(b"Ok: queued as ") == 3
     assert b"421 " not in out
     assert len(server.queued()) == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_hopcount_limit_refuses_mail_loops(smtpd):
+    """A message whose Received: headers reach hopcount_limit (ours counted) gets 554 5.4.0 and nothing is queued."""
+    server = await smtpd(hopcount_limit="5")
+
+    def message(hops):
+        received = b"".join(b"Received: from hop%d.example by x; Mon, 23 Nov 2026 10:00:00 +0000\r\n" % i
+                            for i in range(hops))
+        return (b"EHLO c.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<x@example.test>\r\nDATA\r\n"
+                + received + b"Subject: loop\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+    looped = await in_thread(_transcript, server.port, message(4))
+    assert b"554 5.4.0 Error: too many hops\r\n" in looped
+    assert server.queued() == []
+    fine = await in_thread(_transcript, server.port, message(3))
+    assert b"Ok: queued as " in fine
+    assert len(server.queued()) == 1
