@@ -17,20 +17,36 @@ TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
 
 def _twistd(config_dir, timeout=20, until="daemon started"):
-    """Start twistd -n mailstack; return (returncode, output) after `until` appears and SIGTERM."""
+    """Start twistd -n mailstack; return (returncode, output) after `until` appears and SIGTERM.
+
+    Never waits past ``timeout``: a server that never says ``until`` is
+    terminated (then killed) and its output returned for the assertion.
+    """
+    import select
     proc = subprocess.Popen(
         [TWISTD, "-n", "--pidfile=", "mailstack", "--config", str(config_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=subprocess_env())
     lines = []
     deadline = time.monotonic() + timeout
+    terminated = False
     while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
         line = proc.stdout.readline()
         if not line:
             break
         lines.append(line)
-        if until in line:
+        if until in line and not terminated:
             proc.terminate()
-    proc.wait(timeout=timeout)
+            terminated = True
+    if proc.poll() is None and not terminated:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
     lines.extend(proc.stdout.readlines())
     proc.stdout.close()
     return proc.returncode, "".join(lines)
