@@ -272,22 +272,10 @@ def deliver(maildir, data, info=None, hostname=None, mtime=None, fsync=True, bef
             os.close(fd)
         if mtime is not None:
             os.utime(tmp_path, (mtime, mtime))
-        if before_commit is not None:
-            before_commit(tmp_path)
-        base = "%s,S=%d,W=%d" % (unique, size, vsize)
-        name = base if info is None else base + INFO_SEP + info
-        subdir = "new" if info is None else "cur"
-        final = os.path.join(maildir, subdir, name)
-        os.rename(tmp_path, final)
     except BaseException:
-        try:
-            os.unlink(tmp_path)
-        except OSError:
-            pass
+        _discard(tmp_path)
         raise
-    if fsync:
-        sync_dir(os.path.join(maildir, subdir))
-    return Delivered(final, name, base, size, vsize)
+    return _commit(maildir, tmp_path, unique, size, vsize, info, fsync, before_commit)
 
 
 def link(source, maildir, size, vsize, info=None, hostname=None, fsync=True, before_commit=None):
@@ -304,6 +292,21 @@ def link(source, maildir, size, vsize, info=None, hostname=None, fsync=True, bef
     unique = unique_base(hostname)
     tmp_path = os.path.join(maildir, "tmp", unique)
     os.link(source, tmp_path)
+    return _commit(maildir, tmp_path, unique, size, vsize, info, fsync, before_commit)
+
+
+def _discard(tmp_path):
+    try:
+        os.unlink(tmp_path)
+    except OSError:
+        pass
+
+
+def _commit(maildir, tmp_path, unique, size, vsize, info, fsync, before_commit):
+    """Rename a complete ``tmp/`` file into ``new/`` (``cur/`` when it has info) and fsync that directory.
+
+    The ``tmp/`` file is removed when anything before the rename fails.
+    """
     try:
         if before_commit is not None:
             before_commit(tmp_path)
@@ -313,10 +316,7 @@ def link(source, maildir, size, vsize, info=None, hostname=None, fsync=True, bef
         final = os.path.join(maildir, subdir, name)
         os.rename(tmp_path, final)
     except BaseException:
-        try:
-            os.unlink(tmp_path)
-        except OSError:
-            pass
+        _discard(tmp_path)
         raise
     if fsync:
         sync_dir(os.path.join(maildir, subdir))
