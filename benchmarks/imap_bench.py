@@ -58,6 +58,7 @@ from contextlib import redirect_stdout
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.common import free_port, stop, wait_port  # noqa: E402
 from mailstack.admin import cli  # noqa: E402
 from mailstack.store import maildir  # noqa: E402
 from mailstack.store.store import MailStore  # noqa: E402
@@ -67,12 +68,6 @@ USERS = ("small", "large", "idle")
 DOVECOT = "/usr/sbin/dovecot"
 LOAD_AT_START = 0.0
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet")
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def build_mailbox(root, count, seed):
@@ -331,19 +326,6 @@ def deliver_as(maildir_path, owner):
 
 # -- servers ----------------------------------------------------------------------------
 
-def wait_port(port, proc, what, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("%s exited with status %s" % (what, proc.returncode))
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("%s did not listen on port %d" % (what, port))
-
-
 def start_mailstack(base, port):
     config = os.path.join(base, "etc")
     if not os.path.exists(os.path.join(config, "main.cf")):
@@ -422,15 +404,6 @@ service anvil {{
     proc = subprocess.Popen([DOVECOT, "-F", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     wait_port(port, proc, "dovecot")
     return proc
-
-
-def stop(proc):
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def run_server(name, start, args, counts, idle_sizes, deliver_owner, base, procs):

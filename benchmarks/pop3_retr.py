@@ -47,18 +47,13 @@ from contextlib import redirect_stdout
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.common import free_port, stop, wait_port  # noqa: E402
 from mailstack.admin import cli  # noqa: E402
 from mailstack.store import maildir  # noqa: E402
 from mailstack.store.store import MailStore  # noqa: E402
 
 USER, PASSWORD = "bench@example.test", "bench"
 DOVECOT = "/usr/sbin/dovecot"
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def build_mailbox(root, count, sizes, seed):
@@ -177,19 +172,6 @@ def measure_login_stat(port, expected):
     return elapsed
 
 
-def wait_port(port, proc, what, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("%s exited with status %s" % (what, proc.returncode))
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("%s did not listen on port %d" % (what, port))
-
-
 def start_mailstack(base, port):
     config = os.path.join(base, "etc")
     with redirect_stdout(io.StringIO()):
@@ -254,15 +236,6 @@ service anvil {{
     proc = subprocess.Popen([DOVECOT, "-F", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     wait_port(port, proc, "dovecot")
     return proc
-
-
-def stop(proc):
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def run_retr(names, ports, pids, runs, count, results):
@@ -350,7 +323,7 @@ def main(argv=None):
         return results
     finally:
         for proc in procs:
-            stop(proc)
+            stop(proc, timeout=20)
         if args.keep:
             print("kept", base)
         else:

@@ -32,7 +32,6 @@ import os
 import re
 import shutil
 import smtplib
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,16 +42,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.common import free_port  # noqa: E402
+
 from tests.interop.postfix import PostfixInstance  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)
 RECIPIENT = "joe@example.test"
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _env():
@@ -120,7 +115,7 @@ class Mailstack:
     def __init__(self, directory, split=False):
         self.directory = directory
         self.config = os.path.join(directory, "etc")
-        self.port = _free_port()
+        self.port = free_port()
         self.log_path = os.path.join(directory, "maillog")
         self.split = split
         self.procs = []

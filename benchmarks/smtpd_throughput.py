@@ -42,6 +42,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.common import free_port  # noqa: E402
+
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -72,12 +74,6 @@ def _children(pid):
 
 def _tree_cpu(pid):
     return _proc_cpu(pid, children=True) + sum(_proc_cpu(child) for child in _children(pid))
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def smtp_source(port, messages, sessions, size):
