@@ -18,7 +18,10 @@ Reported, per server (median of ``--runs`` runs):
 * end-to-end rate: messages / (first MAIL FROM -> last file in the maildir);
 * SMTP accept rate: messages / time to get every 250 after DATA;
 * latency: the servers' own ``delay=`` (queue arrival -> delivered) from
-  their maillog, median and 95th percentile.
+  their maillog, median and 95th percentile;
+* CPU per message: user + system time of each mailstack process during the
+  run (``/proc/PID/stat`` utime + stime) divided by the messages, in ms; with
+  ``--split`` the smtp and qmgr processes are given apart.
 
 Usage::
 
@@ -53,6 +56,10 @@ RECIPIENT = "joe@example.test"
 def _env():
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    # The servers log to standard output (twistd -n), which the benchmark
+    # sends to a file: unbuffered, every log line would be a write(2) of its
+    # own on the reactor thread (a daemon's maillog_file is always buffered).
+    env.pop("PYTHONUNBUFFERED", None)
     return env
 
 
@@ -87,8 +94,16 @@ def _send(port, count, clients, size):
     return time.monotonic() - start, errors
 
 
-def _measure(port, folder, log_reader, count, clients, size):
+def cpu_seconds(pid):
+    """Return the user + system CPU seconds a process has used (``/proc/PID/stat`` utime + stime)."""
+    with open("/proc/%d/stat" % pid) as handle:
+        fields = handle.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _measure(port, folder, log_reader, count, clients, size, pids=()):
     before = _count(folder)
+    cpu_before = [cpu_seconds(pid) for pid in pids]
     start = time.monotonic()
     accept, errors = _send(port, count, clients, size)
     if errors:
@@ -99,9 +114,10 @@ def _measure(port, folder, log_reader, count, clients, size):
             raise RuntimeError("only %d of %d delivered" % (_count(folder) - before, count))
         time.sleep(0.01)
     total = time.monotonic() - start
+    cpu = [(cpu_seconds(pid) - used) * 1000.0 / count for pid, used in zip(pids, cpu_before)]
     delays = [float(d) for d in re.findall(r"to=<%s>.*? delay=([\d.]+),.*status=sent" % re.escape(RECIPIENT),
                                            log_reader())]
-    return {"rate": count / total, "accept": count / accept, "delays": delays[-count:]}
+    return {"rate": count / total, "accept": count / accept, "delays": delays[-count:], "cpu": cpu}
 
 
 class Mailstack:
@@ -186,6 +202,15 @@ def _summary(name, results):
     return rate
 
 
+def _cpu_summary(results, split):
+    """Print the median CPU ms per message of each mailstack process."""
+    names = ["smtp", "qmgr"] if split else ["smtp+qmgr"]
+    parts = ["%s %.2f" % (name, statistics.median(r["cpu"][i] for r in results)) for i, name in enumerate(names)]
+    if split:
+        parts.append("total %.2f" % statistics.median(sum(r["cpu"]) for r in results))
+    print("mailstack CPU ms/message (user+system, median): " + ", ".join(parts))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=2000)
@@ -193,6 +218,7 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--split", action="store_true", help="run mailstack's smtp and qmgr as two processes")
+    parser.add_argument("--no-postfix", action="store_true", help="measure mailstack only (quick profiling rounds)")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
     base = tempfile.mkdtemp(prefix="mailstack-bench-")
@@ -202,25 +228,32 @@ def main(argv=None):
     pf = PostfixInstance(directory=os.path.join(base, "postfix"), mailboxes=[RECIPIENT])
     try:
         ms.start()
-        pf.start()
+        if not args.no_postfix:
+            pf.start()
         _measure(ms.port, ms.folder(), ms.log, 50, args.clients, args.size)  # warm up
         pf_folder = os.path.join(pf.mail_directory, "example.test", "joe", "new")
-        _measure(pf.port, pf_folder, pf.log, 50, args.clients, args.size)
+        if not args.no_postfix:
+            _measure(pf.port, pf_folder, pf.log, 50, args.clients, args.size)
         for _ in range(args.runs):
             results["mailstack"].append(_measure(ms.port, ms.folder(), ms.log, args.messages, args.clients,
-                                                 args.size))
-            results["postfix"].append(_measure(pf.port, pf_folder, pf.log, args.messages, args.clients, args.size))
+                                                 args.size, [p.pid for p in ms.procs]))
+            if not args.no_postfix:
+                results["postfix"].append(_measure(pf.port, pf_folder, pf.log, args.messages, args.clients,
+                                                   args.size))
     finally:
         ms.stop()
-        pf.stop()
+        if not args.no_postfix:
+            pf.stop()
         shutil.rmtree(base, ignore_errors=True)
     print("%d messages of ~%d bytes, %d SMTP clients, median of %d runs%s"
           % (args.messages, args.size, args.clients, args.runs, ", mailstack as two processes" if args.split else ""))
     print("load average (1 min) before %.2f, after %.2f" % (load_before[0], os.getloadavg()[0]))
     print("%-10s %16s %16s %12s %12s" % ("server", "end-to-end", "SMTP accept", "delay p50", "delay p95"))
     ours = _summary("mailstack", results["mailstack"])
-    theirs = _summary("postfix", results["postfix"])
-    print("mailstack / postfix end-to-end: %.2fx" % (ours / theirs))
+    theirs = _summary("postfix", results["postfix"]) if not args.no_postfix else None
+    _cpu_summary(results["mailstack"], args.split)
+    if theirs:
+        print("mailstack / postfix end-to-end: %.2fx" % (ours / theirs))
     return 0
 
 
