@@ -405,6 +405,8 @@ _ALL += _group(
      "Where local delivery looks for a user's .forward file ($home, $user expand)."),
     ("command_time_limit", T.Time(unit="s"), "1000s",
      "How long a |command delivery may run."),
+    ("virtual_userdb_cache_ttl", T.Time(unit="s"), "10s",
+     "How long the virtual delivery agent keeps a user found in the userdb (0: look up every delivery)."),
     ("double_bounce_sender", T.STRING, "double-bounce",
      "The sender of postmaster notices; mail to it is discarded, so notices never loop."),
     ("bounce_notice_recipient", T.STRING, "postmaster",

@@ -235,7 +235,8 @@ class Delivered:
     vsize: int
 
 
-def deliver(maildir, data, info=None, hostname=None, mtime=None, fsync=True, before_commit=None):
+def deliver(maildir, data, info=None, hostname=None, mtime=None, fsync=True, before_commit=None,
+            sync_directory=True):
     """Deliver ``data`` into ``maildir`` safely; return :class:`Delivered`.  Blocks.
 
     Args:
@@ -249,6 +250,10 @@ def deliver(maildir, data, info=None, hostname=None, mtime=None, fsync=True, bef
         fsync: fsync the file and the directory (Dovecot's ``mail_fsync``).
         before_commit: called with the tmp path just before the rename; may
             raise to abort (quota checks do), leaving nothing behind.
+        sync_directory: with ``fsync``, fsync the directory before returning;
+            False leaves that to the caller, who must call :func:`sync_dir`
+            on the directory of the result's ``path`` before anyone is told
+            the message is delivered (a batch of deliveries shares one).
 
     Raises:
         OSError: on any file system error; the tmp file is removed.
@@ -275,7 +280,7 @@ def deliver(maildir, data, info=None, hostname=None, mtime=None, fsync=True, bef
     except BaseException:
         _discard(tmp_path)
         raise
-    return _commit(maildir, tmp_path, unique, size, vsize, info, fsync, before_commit)
+    return _commit(maildir, tmp_path, unique, size, vsize, info, fsync and sync_directory, before_commit)
 
 
 def link(source, maildir, size, vsize, info=None, hostname=None, fsync=True, before_commit=None):
@@ -303,7 +308,7 @@ def _discard(tmp_path):
 
 
 def _commit(maildir, tmp_path, unique, size, vsize, info, fsync, before_commit):
-    """Rename a complete ``tmp/`` file into ``new/`` (``cur/`` when it has info) and fsync that directory.
+    """Rename a complete ``tmp/`` file into ``new/`` (``cur/`` when it has info); with ``fsync``, fsync that directory.
 
     The ``tmp/`` file is removed when anything before the rename fails.
     """

@@ -1,6 +1,7 @@
 """Virtual delivery: users of virtual_mailbox_domains from the userdb and from virtual_mailbox_maps."""
 
 import pytest_twisted
+from twisted.internet import task
 
 from mailstack.agents.virtual import VirtualAgent
 from mailstack.tables.hash import write_index
@@ -36,3 +37,28 @@ async def test_virtual_mailbox_maps_paths(delivery, tmp_path):
     await h.qmgr.stop()
     assert len(list((tmp_path / "vmail" / "virtual.test" / "dan" / "new").iterdir())) == 1
     assert len(list((tmp_path / "vmail" / "virtual.test" / "catchall" / "new").iterdir())) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_userdb_answers_are_cached_for_the_ttl(delivery):
+    """A found user is looked up once per virtual_userdb_cache_ttl; an unknown one every time."""
+    h = delivery(extra="virtual_userdb_cache_ttl = 30s\n")
+    clock = task.Clock()
+    asked = []
+
+    async def users(name):
+        asked.append(name)
+        return await h.auth.lookup_user(name)
+    h.agents["virtual"] = VirtualAgent(h.config, h.agents["local"].mailboxes, None, users, clock=clock)
+    h.qmgr.start()
+    await h.submit("s@remote.test", ["carol@virtual.test", "nobody@virtual.test"])
+    await h.settle()
+    await h.submit("s@remote.test", ["carol@virtual.test", "nobody@virtual.test"])
+    await h.settle()
+    assert asked.count("carol@virtual.test") == 1 and asked.count("nobody@virtual.test") == 2
+    clock.advance(30)
+    await h.submit("s@remote.test", ["carol@virtual.test"])
+    await h.settle()
+    await h.qmgr.stop()
+    assert asked.count("carol@virtual.test") == 2
+    assert len(h.maildir("carol", "virtual.test")) == 3
