@@ -184,6 +184,7 @@ class QueueManager:
         self._wake_call = None
         self._removals = []         # (queue_id, Deferred) waiting for the next removal job
         self._removing = False
+        self._incoming_more = True  # the last scan of incoming/ left messages for lack of room
 
     # -- life cycle ---------------------------------------------------------
 
@@ -328,14 +329,13 @@ class QueueManager:
         return self.config["qmgr_message_active_limit"] - len(self.active)
 
     async def _fill_once(self):
-        # Directory scans, renames and reads run in the queue's threads: on
-        # a busy disk they wait behind the fsyncs of writers and deliveries.
+        # Directory scans, renames and reads run in the queue's threads (one
+        # job per scan): on a busy disk they wait behind the fsyncs of
+        # writers and deliveries.
         if self._room() > 0 and self._running:
-            names = await self.queue.in_thread(self.queue.list, "incoming")
-            names = [n for n in names if n not in self.active][:self._room()]
-            if names:
-                claimed = await self.queue.in_thread(self._claim, names, "incoming")
-                await self._start_claimed(claimed, "incoming")
+            claimed, self._incoming_more = await self.queue.in_thread(
+                self._claim_incoming, set(self.active), self._room())
+            await self._start_claimed(claimed, "incoming")
         if not self._deferred_due or not self._running:
             return
         room = self._room()
@@ -349,6 +349,15 @@ class QueueManager:
             self._deferred_due = False
             if flush_all:
                 self._flush_all = False
+
+    def _claim_incoming(self, active, room):
+        """List incoming/ and claim up to ``room`` messages.  Runs in a thread.
+
+        Returns:
+            ``(claimed, more)``: what :meth:`_claim` returns, and whether messages were left for lack of room.
+        """
+        names = [n for n in self.queue.list("incoming") if n not in active]
+        return self._claim(names[:room], "incoming"), len(names) > room
 
     def _claim(self, names, source):
         """Move messages into active/ and read them.  Runs in a thread.
@@ -687,5 +696,8 @@ class QueueManager:
         if self._drained is not None and not self.active:
             drained, self._drained = self._drained, None
             drained.callback(None)
-        elif self._running:
+        elif self._running and (self._incoming_more or self._deferred_due):
+            # A free slot matters only to mail the last scan left waiting;
+            # new mail wakes the queue manager itself (notify, triggers, the
+            # scan timer), so a finished message costs no directory scan.
             self.wakeup()
