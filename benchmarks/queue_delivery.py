@@ -20,8 +20,8 @@ Reported, per server (median of ``--runs`` runs):
 * latency: the servers' own ``delay=`` (queue arrival -> delivered) from
   their maillog, median and 95th percentile;
 * CPU per message: user + system time of each mailstack process during the
-  run (``/proc/PID/stat`` utime + stime) divided by the messages, in ms; with
-  ``--split`` the smtp and qmgr processes are given apart.
+  run (``/proc/PID/stat`` utime + stime) divided by the messages, in ms, and
+  the two apart; with ``--split`` the smtp and qmgr processes are given apart.
 
 Usage::
 
@@ -95,10 +95,11 @@ def _send(port, count, clients, size):
 
 
 def cpu_seconds(pid):
-    """Return the user + system CPU seconds a process has used (``/proc/PID/stat`` utime + stime)."""
+    """Return the (user, system) CPU seconds a process has used (``/proc/PID/stat`` utime, stime)."""
     with open("/proc/%d/stat" % pid) as handle:
         fields = handle.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def _measure(port, folder, log_reader, count, clients, size, pids=()):
@@ -114,7 +115,8 @@ def _measure(port, folder, log_reader, count, clients, size, pids=()):
             raise RuntimeError("only %d of %d delivered" % (_count(folder) - before, count))
         time.sleep(0.01)
     total = time.monotonic() - start
-    cpu = [(cpu_seconds(pid) - used) * 1000.0 / count for pid, used in zip(pids, cpu_before)]
+    cpu = [tuple((now - then) * 1000.0 / count for now, then in zip(cpu_seconds(pid), used))
+           for pid, used in zip(pids, cpu_before)]
     delays = [float(d) for d in re.findall(r"to=<%s>.*? delay=([\d.]+),.*status=sent" % re.escape(RECIPIENT),
                                            log_reader())]
     return {"rate": count / total, "accept": count / accept, "delays": delays[-count:], "cpu": cpu}
@@ -203,12 +205,16 @@ def _summary(name, results):
 
 
 def _cpu_summary(results, split):
-    """Print the median CPU ms per message of each mailstack process."""
+    """Print the median CPU ms per message of each mailstack process: user+system (user/system)."""
     names = ["smtp", "qmgr"] if split else ["smtp+qmgr"]
-    parts = ["%s %.2f" % (name, statistics.median(r["cpu"][i] for r in results)) for i, name in enumerate(names)]
+
+    def figure(values):
+        return "%.2f (%.2f/%.2f)" % (statistics.median(u + s for u, s in values),
+                                     statistics.median(u for u, _ in values), statistics.median(s for _, s in values))
+    parts = ["%s %s" % (name, figure([r["cpu"][i] for r in results])) for i, name in enumerate(names)]
     if split:
-        parts.append("total %.2f" % statistics.median(sum(r["cpu"]) for r in results))
-    print("mailstack CPU ms/message (user+system, median): " + ", ".join(parts))
+        parts.append("total %s" % figure([(sum(u for u, _ in r["cpu"]), sum(s for _, s in r["cpu"])) for r in results]))
+    print("mailstack CPU ms/message, user+system (user/system), median: " + ", ".join(parts))
 
 
 def main(argv=None):
