@@ -22,8 +22,10 @@ Batches: each hand-off to a worker thread costs a queue put, a thread
 wake-up and a reactor wake-up, more than writing a small message.  So at
 most :attr:`StoreMailboxes.jobs` thread jobs deliver at once, and the
 deliveries asked for while they run wait and go together in the next job
-(at most :attr:`StoreMailboxes.batch_size`): one delivery alone still
-starts at once, and a busy queue manager pays one hand-off per batch.  In
+(at most :attr:`StoreMailboxes.batch_size` messages and, beyond the first,
+:attr:`StoreMailboxes.batch_bytes` bytes, so that a big message does not
+hold many small ones back): one delivery alone still starts at once, and a
+busy queue manager pays one hand-off per batch.  In
 a job each message is written and fsynced in ``tmp/`` and renamed into
 ``new/`` in turn, then each directory that received messages is fsynced
 once (:func:`~mailstack.store.maildir.sync_dir`); only then do the
@@ -65,6 +67,7 @@ class StoreMailboxes:
 
     jobs = 2
     batch_size = 32
+    batch_bytes = 1 << 20
 
     def __init__(self, store, jobs=None, batch_size=None):
         self.store = store
@@ -111,8 +114,13 @@ class StoreMailboxes:
         return mailbox
 
     def _start(self):
-        while self._waiting and self._running < self.jobs:
-            batch = [self._waiting.popleft() for _ in range(min(self.batch_size, len(self._waiting)))]
+        waiting = self._waiting
+        while waiting and self._running < self.jobs:
+            batch = [waiting.popleft()]
+            size = len(batch[0][1])
+            while waiting and len(batch) < self.batch_size and size + len(waiting[0][1]) <= self.batch_bytes:
+                size += len(waiting[0][1])
+                batch.append(waiting.popleft())
             self._running += 1
             self.store.run(self._deliver_batch, [(m, d) for m, d, _ in batch]).addBoth(self._finished, batch)
 

@@ -47,6 +47,19 @@ async def test_concurrent_deliveries_share_thread_jobs(store, tmp_path):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_big_message_does_not_share_its_batch(store, tmp_path):
+    """Past batch_bytes a waiting message goes to the next job: a big one holds no small ones back."""
+    mailboxes = StoreMailboxes(store, jobs=1, batch_size=32)
+    mailboxes.batch_bytes = 1000
+    root = tmp_path / "kim" / "Maildir"
+    sizes = [10, 2000, 10, 10]
+    await defer.gatherResults([defer.ensureDeferred(mailboxes.deliver(str(root), "kim", b"x" * n))
+                               for n in sizes])
+    assert sorted(len(m) for m in _new(root)) == sorted(sizes)
+    assert store.jobs == 3  # [10] at once, then [2000] alone, then [10, 10]
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_failure_in_a_batch_fails_only_its_message(store, tmp_path):
     """A message over its user's quota bounces while the others of the same batch are delivered."""
     mailboxes = StoreMailboxes(store, jobs=1)
