@@ -10,7 +10,11 @@ Postfix's qmgr(8), in one reactor:
   every ``queue_run_delay``.  At most ``qmgr_message_active_limit``
   messages are active; incoming mail always fills free slots first, so new
   mail is preferred over deferred mail under load, and deferred mail that
-  found no slot stays due for the next free one.  A message is activated by
+  found no slot stays due for the next free one.  One thread job lists
+  incoming/ and claims what fits; a message that finishes wakes a new scan
+  only when the last one left mail behind for lack of room (new mail wakes
+  the queue manager by itself), so that delivering costs no directory scan
+  per message.  A message is activated by
   ``rename`` into ``active/`` (whoever renames first owns it) and logged
   ``QUEUEID: from=<s>, size=N, nrcpt=M (queue active)``.
 * **Resolution and scheduling.**  Each pending recipient is resolved

@@ -4,11 +4,11 @@ import os
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 
 from mailstack.agents.base import DeliveryStatus
 from mailstack.agents.simple import DiscardAgent, ErrorAgent
-from mailstack.queue import qfile
+from mailstack.queue import Envelope, MailQueue, Recipient, qfile
 from mailstack.queue.qmgr import format_delay, read_defer_log
 from tests.queue.harness import Harness, LogCapture, wait_until
 
@@ -372,3 +372,32 @@ async def test_removals_of_messages_finishing_together_share_thread_jobs(tmp_pat
     assert h.queue.list("active") == [] and sorted(q for job in jobs for q in job) == sorted(ids)
     assert 1 <= len(jobs) < 12
     assert all(logs.matching("%s: removed" % queue_id) for queue_id in ids)
+
+
+@pytest_twisted.ensureDeferred
+async def test_free_slots_take_waiting_mail_and_other_processes_mail_waits_for_the_scan(tmp_path):
+    """Mail left for lack of room is taken as slots free; mail of another process waits for the scan timer."""
+    agent = RecordingAgent()
+    h = Harness(tmp_path, "default_transport = recording\nqmgr_message_active_limit = 1\n"
+                          "transport_maps =\nqmgr_scan_interval = 60s\n", {"recording": agent})
+    for name in ("one", "two"):
+        await h.submit("a@example.org", ["%s@remote.test" % name])
+    h.qmgr.start()
+    await wait_until(lambda: len(agent.waiting) == 1, h.clock)
+    agent.release_all()  # "one" done: "two", left behind by the first scan, takes the slot
+    await wait_until(lambda: len(agent.waiting) == 1, h.clock)
+    assert agent.batches == [["one@remote.test"], ["two@remote.test"]]
+    # Another process queues mail (no in-process notify): finishing "two" does not scan for it ...
+    other = MailQueue(h.queue.directory, reactor)
+    writer = other.new_message()
+    writer.write(b"Subject: other\n\nhi\n")
+    queued = await writer.commit(Envelope("a@example.org", [Recipient("three@remote.test")]))
+    agent.release_all()
+    await wait_until(lambda: not h.qmgr.active, h.clock)
+    assert h.queue.list("incoming") == [queued] and len(agent.batches) == 2
+    h.clock.advance(60)  # ... the periodic scan finds it
+    await wait_until(lambda: len(agent.waiting) == 1, h.clock)
+    assert agent.batches[-1] == ["three@remote.test"]
+    agent.release_all()
+    await h.settle()
+    await h.qmgr.stop()
