@@ -81,14 +81,15 @@ class Cleanup:
 
         Call :meth:`CleanupWriter.begin` with the envelope before writing content.
 
-        The queue file is created in the queue's thread pool: creating a
-        file in a directory that other threads are fsyncing can block for
-        milliseconds, which the reactor must not.
+        No file is created yet: the content stays in memory until it is
+        larger than one write chunk or the message is committed, so a small
+        message is written, fsynced and renamed in one step at the end of
+        data (see :meth:`mailstack.queue.QueueFileWriter.commit`).
 
         Raises:
             QueueError: the queue file cannot be created.
         """
-        queue_file = await self.queue.in_thread(self.queue.new_message)
+        queue_file = self.queue.new_message(create=False)
         return CleanupWriter(self, queue_file)
 
     def now(self):

@@ -17,10 +17,13 @@ Design note on races and invariants
 A message is *queued* when its complete file (with its ``E`` record) has
 a queue-id name in one of incoming/, active/, deferred/ or hold/.  Writers
 create ``incoming/ID.tmp`` (``O_EXCL``: a queue-id collision is retried,
-never overwrites), write the content as it streams, append the envelope
-at commit, then, in a thread: ``fsync`` the file, ``rename`` it to
-``incoming/ID`` and ``fsync`` the directory.  Only then does ``commit``
-return, and only then may the SMTP server answer 250.  A crash before the
+never overwrites) -- at once, or (``create=False``, what smtpd uses) only
+when the content outgrows one 256 KiB write chunk or at commit -- write the
+content, append the envelope at commit, then ``fsync`` the file, ``rename``
+it to ``incoming/ID`` and ``fsync`` the directory; the fsyncs run off the
+reactor thread through :mod:`mailstack.util.aio` (native AIO, or the
+thread pool).  Only then does ``commit`` return, and only then may the
+SMTP server answer 250.  A crash before the
 rename leaves a ``.tmp`` file that nobody reads; the queue manager removes
 stale ones at start.
 
@@ -42,6 +45,7 @@ from twisted.internet.threads import deferToThreadPool
 
 from mailstack.common.queue_id import new_queue_id
 from mailstack.queue import qfile
+from mailstack.util.aio import file_syncer
 
 QUEUES = ("maildrop", "incoming", "active", "deferred", "hold", "corrupt")
 LOGS = ("defer", "bounce")
@@ -127,6 +131,7 @@ class MailQueue:
         self._threadpool = threadpool
         self.hostname = hostname
         self._listeners = []
+        self._file_syncer = None
         for name in QUEUES + LOGS:
             os.makedirs(os.path.join(queue_directory, name), mode=0o700, exist_ok=True)
         self._syncers = {name: DirectorySync(os.path.join(queue_directory, name)) for name in QUEUES}
@@ -134,6 +139,13 @@ class MailQueue:
     def sync_directory(self, queue):
         """fsync the directory of ``queue``, shared with concurrent callers (see :class:`DirectorySync`).  Blocks."""
         self._syncers[queue].sync()
+
+    @property
+    def syncer(self):
+        """The process's fsync service (:func:`mailstack.util.aio.file_syncer`)."""
+        if self._file_syncer is None:
+            self._file_syncer = file_syncer(self.reactor)
+        return self._file_syncer
 
     @property
     def threadpool(self):
@@ -149,13 +161,19 @@ class MailQueue:
         """Return the path of ``queue`` (a directory name) or of a file in it."""
         return os.path.join(self.directory, queue, queue_id) if queue_id else os.path.join(self.directory, queue)
 
-    def new_message(self, queue="incoming"):
-        """Open a new queue file; its id is ``writer.queue_id``.
+    def new_message(self, queue="incoming", create=True):
+        """Start a new message; its id is ``writer.queue_id``.
+
+        With ``create`` the temporary file is created now (blocking: call it
+        in a thread, or where a short wait does not matter).  Without it,
+        content is kept in memory until the file is needed: at commit for a
+        message smaller than the write chunk (256 KiB), so a small message
+        costs one create, one write and the fsyncs, all at commit.
 
         Raises:
             QueueError: when the file cannot be created.
         """
-        return QueueFileWriter(self, queue)
+        return QueueFileWriter(self, queue, create)
 
     def add_listener(self, callback):
         """Call ``callback()`` whenever :meth:`notify` is called (the in-process qmgr)."""
@@ -232,7 +250,7 @@ class QueueFileWriter:
         size: content bytes written so far (as given, before line-end normalisation).
     """
 
-    def __init__(self, queue, target="incoming"):
+    def __init__(self, queue, target="incoming", create=True):
         self._queue = queue
         self._target = target
         self.size = 0
@@ -240,23 +258,37 @@ class QueueFileWriter:
         self._buffer = bytearray()
         self._pending_cr = False
         self._closed = False
-        for _ in range(10):
-            self.queue_id = new_queue_id()
-            self._tmp = queue.path(target, self.queue_id + TMP_SUFFIX)
-            try:
-                self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                break
-            except FileExistsError:
-                continue
-            except OSError as err:
-                raise QueueError("cannot create queue file: %s" % err.strerror) from err
-        else:
-            raise QueueError("cannot find a free queue id")
+        self._fd = None
+        self.queue_id = new_queue_id()
+        self._tmp = queue.path(target, self.queue_id + TMP_SUFFIX)
+        if create:
+            self._create()
+
+    def _create(self):
+        """Create the temporary file (``O_EXCL``; on a queue id collision another id is drawn) and write the header.
+
+        Raises:
+            QueueError: when the file cannot be created (nothing is left behind).
+        """
+        self._fd = self._open_exclusive()
         try:
             qfile.write_all(self._fd, qfile.header(0))
         except OSError as err:
             self.abort()
             raise QueueError("queue file write error: %s" % err.strerror) from err
+
+    def _open_exclusive(self):
+        for _ in range(10):
+            try:
+                return os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except FileExistsError:
+                self.queue_id = new_queue_id()
+                self._tmp = self._queue.path(self._target, self.queue_id + TMP_SUFFIX)
+            except OSError as err:
+                self._closed = True
+                raise QueueError("cannot create queue file: %s" % err.strerror) from err
+        self._closed = True
+        raise QueueError("cannot find a free queue id")
 
     def write(self, data):
         """Append content; CRLF line ends become LF on disk.
@@ -280,6 +312,8 @@ class QueueFileWriter:
             self._flush()
 
     def _flush(self):
+        if self._fd is None:
+            self._create()
         try:
             qfile.write_all(self._fd, self._buffer)
         except OSError as err:
@@ -291,8 +325,10 @@ class QueueFileWriter:
     async def commit(self, envelope):
         """Write the envelope and make the message durable; return its queue id.
 
-        The file and its directory are fsynced in a thread before this
-        returns.  ``envelope.arrival_time`` is set to now when it is 0.
+        The file and its directory are fsynced before this returns, through
+        the process's :func:`~mailstack.util.aio.file_syncer` (native AIO,
+        or the thread pool where AIO is not available).
+        ``envelope.arrival_time`` is set to now when it is 0.
 
         Raises:
             QueueError: the message is not queued (and its file is removed).
@@ -304,44 +340,62 @@ class QueueFileWriter:
             self._pending_cr = False
         if not envelope.arrival_time:
             envelope.arrival_time = round(time.time(), 6)
-        # The last content chunk, the envelope and the header are written in
-        # the fsync thread too: the reactor only hands over the buffer.
         tail = bytes(self._buffer)
         self._buffer = bytearray()
-        final = self._queue.path(self._target, self.queue_id)
-        fd, tmp, length = self._fd, self._tmp, self._length + len(tail)
-        queue, target = self._queue, self._target
-        self._closed = True
-
-        def durable():
-            try:
-                qfile.write_all(fd, tail + qfile.envelope_records(envelope))
-                os.pwrite(fd, qfile.header(length), 0)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, final)
-            queue.sync_directory(target)
-
-        try:
-            await self._queue.in_thread(durable)
-        except OSError as err:
-            _unlink(tmp)
-            _unlink(final)
-            raise QueueError("queue file write error: %s" % err.strerror) from err
+        length = self._length + len(tail)
+        await self._commit_async(self._queue.syncer, tail, length, envelope)
         if self._target == "incoming":
             self._queue.notify()
         return self.queue_id
+
+    def _write_rest(self, fd, tail, length, envelope):
+        """Write what is still in memory, the envelope and the final header (blocking, page cache only)."""
+        if fd is None:
+            # Nothing reached the disk before the end of data: the whole file in one write.
+            fd = self._open_exclusive()
+            try:
+                qfile.write_all(fd, qfile.header(length) + tail + qfile.envelope_records(envelope))
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
+        qfile.write_all(fd, tail + qfile.envelope_records(envelope))
+        os.pwrite(fd, qfile.header(length), 0)
+        return fd
+
+    async def _commit_async(self, syncer, tail, length, envelope):
+        """Write on the reactor thread (page cache only), then fsync the file, rename it, fsync the directory."""
+        fd, self._fd, self._closed = self._fd, None, True
+        final = self._queue.path(self._target, self.queue_id)
+        try:
+            try:
+                fd = self._write_rest(fd, tail, length, envelope)
+            except OSError:
+                fd = None
+                raise
+            try:
+                await syncer.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(self._tmp, final)
+            await syncer.sync_directory(self._queue.path(self._target))
+        except OSError as err:
+            _unlink(self._tmp)
+            _unlink(final)
+            raise QueueError("queue file write error: %s" % err.strerror) from err
 
     def abort(self):
         """Forget the message: close and remove the temporary file."""
         if self._closed:
             return
         self._closed = True
+        if self._fd is None:
+            return
         try:
             os.close(self._fd)
         except OSError:
             pass
+        self._fd = None
         _unlink(self._tmp)
 
 

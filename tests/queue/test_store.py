@@ -74,6 +74,44 @@ def test_abort_removes_the_file(queue):
     assert os.listdir(queue.path("incoming")) == []
 
 
+@pytest.mark.parametrize("fsync_kind", ["aio", "threads"])
+@pytest_twisted.ensureDeferred
+async def test_deferred_create_writes_the_file_only_at_commit(queue, fsync_kind):
+    """new_message(create=False) makes no file until commit, then one complete file, with AIO or thread fsync."""
+    from mailstack.util import aio
+    if fsync_kind == "threads":
+        queue._file_syncer = aio.ThreadSyncer(reactor)
+    writer = queue.new_message(create=False)
+    writer.write(b"Subject: lazy\r\n\r\nbody\r\n")
+    assert os.listdir(queue.path("incoming")) == []
+    queue_id = await writer.commit(Envelope("a@example.org", [Recipient("b@example.com")]))
+    assert os.listdir(queue.path("incoming")) == [queue_id]
+    qf = qfile.read(queue.path("incoming", queue_id))
+    assert qf.read_content() == b"Subject: lazy\n\nbody\n"
+    assert qf.envelope.recipients[0].address == "b@example.com"
+
+
+@pytest_twisted.ensureDeferred
+async def test_deferred_create_spills_a_large_message_to_disk(queue):
+    """A message larger than one write chunk gets its file as soon as the chunk is full, and commits whole."""
+    writer = queue.new_message(create=False)
+    writer.write(b"x" * 100 + b"\r\n")
+    assert os.listdir(queue.path("incoming")) == []
+    writer.write(b"y" * 300000 + b"\r\n")
+    assert os.listdir(queue.path("incoming")) == [writer.queue_id + ".tmp"]
+    queue_id = await writer.commit(Envelope("", [Recipient("b@example.com")]))
+    content = qfile.read(queue.path("incoming", queue_id)).read_content()
+    assert content == b"x" * 100 + b"\n" + b"y" * 300000 + b"\n"
+
+
+def test_abort_before_any_file_leaves_nothing(queue):
+    """abort() of a writer that never needed its file is a no-op on disk."""
+    writer = queue.new_message(create=False)
+    writer.write(b"small\r\n")
+    writer.abort()
+    assert os.listdir(queue.path("incoming")) == []
+
+
 def test_incomplete_file_is_corrupt(queue, tmp_path):
     """A file without its end record is reported as corrupt."""
     path = tmp_path / "bad"
