@@ -14,13 +14,18 @@ the :class:`ServerContext`; services ask for them with
 ``ctx.shared(key, factory)`` so that every service in the process uses one
 instance.
 
-Parameters read: ``inet_interfaces``, ``inet_protocols``,
+A listener service of smtpd, pop3d or imapd may run in several processes
+(``process_min_avail``, :mod:`mailstack.master.workers`): the master binds
+the sockets and serves on them, and its workers adopt them.
+
+Parameters read: ``process_min_avail``, ``inet_interfaces``, ``inet_protocols``,
 ``smtpd_tls_cert_file``/``smtpd_tls_key_file`` (SMTP services),
 ``ssl_cert``/``ssl_key`` (POP3/IMAP services), ``ssl_min_protocol``.
 """
 
 import importlib
 import importlib.util
+import os
 import socket
 
 from twisted.application import service
@@ -49,6 +54,9 @@ PROGRAMS = {
 # Programs whose TLS material is Dovecot's ssl_cert/ssl_key; the others use smtpd_tls_*.
 _DOVECOT_TLS = ("pop3d", "imapd")
 
+# Programs whose listeners may run in several processes (process_min_avail).
+MULTI_PROCESS_PROGRAMS = ("smtpd", "pop3d", "imapd")
+
 
 class ServerContext:
     """What every service of one process shares.
@@ -57,12 +65,24 @@ class ServerContext:
         reactor: the reactor services must use (never a global import).
         config: the main.cf configuration, without master.cf overrides.
         config_directory: where main.cf and master.cf were read.
+        foreground: logging goes to standard output (``twistd -n``).
+        verbose: debug events are logged.
+        inherited: in a worker process (:mod:`mailstack.worker`), the
+            listening sockets to adopt, as ``[(fd, family name)]`` in the
+            order of :func:`endpoint_descriptions`; None in the master.
+        control: in a worker, the channel to the master
+            (:class:`mailstack.master.anvil.AnvilClient`); None in the master.
     """
 
-    def __init__(self, reactor, config, config_directory):
+    def __init__(self, reactor, config, config_directory, foreground=True, verbose=False, inherited=None,
+                 control=None):
         self.reactor = reactor
         self.config = config
         self.config_directory = config_directory
+        self.foreground = foreground
+        self.verbose = verbose
+        self.inherited = inherited
+        self.control = control
         self._shared = {}
 
     def shared(self, key, factory):
@@ -165,12 +185,68 @@ def endpoint_descriptions(description, config):
             for addr in interface_addresses(config)]
 
 
+def service_processes(entry, config):
+    """Return how many processes serve ``entry``: ``process_min_avail`` for smtpd, pop3d and imapd, else 1.
+
+    Raises:
+        ConfigError: when ``-o process_min_avail`` above 1 is given to a
+            service of another program (a main.cf value is ignored for them).
+    """
+    count = config["process_min_avail"]
+    if entry.program in MULTI_PROCESS_PROGRAMS and entry.endpoint:
+        return count
+    if count > 1 and any(s.name == "process_min_avail" for s in entry.overrides):
+        raise ConfigError("%s: process_min_avail: service %s (%s) runs in the master process only "
+                          "(only %s services may have several)"
+                          % (entry.where, entry.name, entry.program, ", ".join(MULTI_PROCESS_PROGRAMS)))
+    return 1
+
+
+class AdoptedPortService(service.Service):
+    """Listens on an inherited listening socket (a worker process's share of the master's port).
+
+    Args:
+        reactor: provides ``adoptStreamPort``.
+        fd: the listening socket's descriptor (closed once adopted: the port has its own copy).
+        family: ``inet``, ``inet6`` or ``unix``.
+        factory: the protocol factory.
+    """
+
+    _FAMILIES = {"inet": socket.AF_INET, "inet6": socket.AF_INET6, "unix": socket.AF_UNIX}
+
+    def __init__(self, reactor, fd, family, factory):
+        self.reactor = reactor
+        self.fd = fd
+        self.family = self._FAMILIES[family]
+        self.factory = factory
+        self.port = None
+
+    def startService(self):
+        super().startService()
+        self.port = self.reactor.adoptStreamPort(self.fd, self.family, self.factory)
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+    def stopService(self):
+        super().stopService()
+        if self.port is not None:
+            port, self.port = self.port, None
+            return port.stopListening()
+        return None
+
+
 def listener_service(ctx, entry, config, factory):
     """Return a service listening on ``entry.endpoint`` with ``factory``.
 
     ``ssl:`` endpoints without their own ``privateKey=`` get implicit TLS
     with the certificate from main.cf; one endpoint may become several
-    listeners when ``inet_interfaces`` lists several addresses.
+    listeners when ``inet_interfaces`` lists several addresses.  With
+    ``process_min_avail`` above 1 (smtpd, pop3d, imapd), the service also
+    runs worker processes on the same sockets
+    (:class:`mailstack.master.workers.WorkerPool`); in a worker
+    (``ctx.inherited`` set) the sockets are adopted instead of bound.
 
     Raises:
         ConfigError: when TLS is asked for but no usable certificate is configured.
@@ -178,7 +254,12 @@ def listener_service(ctx, entry, config, factory):
     factory.noisy = False
     parent = service.MultiService()
     parent.setName(entry.name)
-    for description, implicit_tls in endpoint_descriptions(entry.endpoint, config):
+    descriptions = endpoint_descriptions(entry.endpoint, config)
+    if ctx.inherited is not None and len(ctx.inherited) != len(descriptions):
+        raise ConfigError("%s: service %s: the master passed %d socket(s) for %d listener(s) "
+                          "(master.cf changed since the master started?)"
+                          % (entry.where, entry.name, len(ctx.inherited), len(descriptions)))
+    for index, (description, implicit_tls) in enumerate(descriptions):
         wrapped = factory
         if implicit_tls:
             options = tls_options(config, entry.program)
@@ -187,6 +268,10 @@ def listener_service(ctx, entry, config, factory):
                                   "(set smtpd_tls_cert_file or ssl_cert in main.cf)" % (entry.where, entry.name))
             wrapped = TLSMemoryBIOFactory(options, False, factory)
             wrapped.noisy = False
+        if ctx.inherited is not None:
+            fd, family = ctx.inherited[index]
+            AdoptedPortService(ctx.reactor, fd, family, wrapped).setServiceParent(parent)
+            continue
         try:
             endpoint = endpoints.serverFromString(ctx.reactor, description)
         except (ValueError, TypeError, KeyError) as err:
@@ -194,7 +279,19 @@ def listener_service(ctx, entry, config, factory):
         child = StreamServerEndpointService(endpoint, wrapped)
         child._raiseSynchronously = True
         child.setServiceParent(parent)
+    processes = service_processes(entry, config)
+    if processes > 1 and ctx.inherited is None:
+        from mailstack.master.workers import WorkerPool
+        WorkerPool(ctx, entry, list(parent), processes - 1,
+                   channel_factory=_channel_factory(ctx, entry)).setServiceParent(parent)
     return parent
+
+
+def _channel_factory(ctx, entry):
+    """The master's end of a worker's control channel: the anvil server (per-client counts)."""
+    from mailstack.master.anvil import AnvilServer, anvil
+    counter = anvil(ctx)
+    return lambda: AnvilServer(counter)
 
 
 class MailstackService(service.MultiService):
@@ -246,7 +343,7 @@ def make_service(config_directory, reactor=None, foreground=True, verbose=False)
         from twisted.internet import reactor
     config = maincf.load(config_directory)
     entries = mastercf.load(config_directory)
-    ctx = ServerContext(reactor, config, config_directory)
+    ctx = ServerContext(reactor, config, config_directory, foreground=foreground, verbose=verbose)
     root = MailstackService(ctx, maillog.observer_for(config, foreground, verbose, reactor))
     for entry in entries:
         try:
@@ -259,8 +356,11 @@ def make_service(config_directory, reactor=None, foreground=True, verbose=False)
                      name=entry.name, program=entry.program, where=where)
             continue
         service_config = config.with_overrides(entry.overrides) if entry.overrides else config
+        processes = service_processes(entry, service_config)
         child = module.make_service(ctx, entry, service_config)
         child.setName(entry.name)
         child.setServiceParent(root)
+        if processes > 1:
+            where += " (%d processes)" % processes
         log.info("service {name} ({program}) on {where}", name=entry.name, program=entry.program, where=where)
     return root

@@ -17,11 +17,27 @@ dropped unless ``verbose`` is set.
 Usage: ``log = Logger(namespace="mailstack.qmgr")`` then
 ``log.info("{queue_id}: removed", queue_id=qid)``; pass ``service=name`` to
 override the tag.
+
+Design note: several processes, one log
+---------------------------------------
+With ``process_min_avail`` above 1, worker processes write to the same
+destination as the master: its standard output (a pipe or a terminal under
+``twistd -n``) or the log file.  Lines must never be cut into each other,
+so the observer keeps its own buffer of encoded lines and writes them with
+``os.write`` in chunks of whole lines of at most ``PIPE_BUF`` (4096) bytes:
+POSIX makes such a write to a pipe atomic, and the log file is opened with
+``O_APPEND`` so that each write lands whole at the end, whoever else
+appends.  A line longer than that is cut into several lines that each
+carry the tag.  Streams without a file descriptor (``io.StringIO`` in
+tests) get the same text through ``write`` and ``flush``.
 """
 
 import atexit
+import collections
+import io
 import os
 import re
+import select
 import socket
 import sys
 import threading
@@ -80,6 +96,12 @@ def _format_text(event):
 
 def format_line(event, hostname, syslog_name="mailstack", pid=None):
     """Return the maillog line(s) for a twisted.logger event, without the final newline."""
+    tag, lines = format_parts(event, hostname, syslog_name, pid)
+    return "\n".join(tag + line for line in lines)
+
+
+def format_parts(event, hostname, syslog_name="mailstack", pid=None):
+    """Return ``(tag, lines)`` for an event: each log line is ``tag + line``."""
     when = event.get("log_time") or time.time()
     global _stamp_cache
     second, stamp = _stamp_cache
@@ -99,7 +121,107 @@ def format_line(event, hostname, syslog_name="mailstack", pid=None):
             lines.extend(failure.getTraceback().rstrip("\n").splitlines())
         except Exception:  # a broken failure must not break logging
             lines.append("(traceback unavailable)")
-    return "\n".join(tag + line for line in lines)
+    return tag, lines
+
+
+# Writes of at most this many bytes to a pipe are atomic (POSIX; 4096 on Linux).
+PIPE_BUF = getattr(select, "PIPE_BUF", 4096)
+
+
+def encode_lines(tag, lines, limit=PIPE_BUF):
+    """Return the lines as UTF-8 bytes, each ending in a newline and at most ``limit`` bytes.
+
+    A longer line is cut (between characters) into several, each starting with ``tag``.
+    """
+    head = tag.encode("utf-8", "backslashreplace")
+    budget = max(limit - len(head) - 1, 16)
+    result = []
+    for line in lines:
+        body = line.encode("utf-8", "backslashreplace")
+        while len(body) > budget:
+            cut = budget
+            while cut > 0 and (body[cut] & 0xC0) == 0x80:  # not inside a UTF-8 sequence
+                cut -= 1
+            cut = cut or budget
+            result.append(head + body[:cut] + b"\n")
+            body = body[cut:]
+        result.append(head + body + b"\n")
+    return result
+
+
+class LineWriter:
+    """Write encoded lines to a stream's file descriptor in whole-line chunks of at most PIPE_BUF bytes.
+
+    Thread-safe and reentrant (a signal handler may log while a flush is
+    under way): lines wait in a deque; one flusher at a time drains it,
+    and a caller that finds a flush under way leaves its lines to it.
+
+    Args:
+        stream: a file object; without a usable ``fileno()`` the lines go
+            through its ``write`` and ``flush`` instead.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._pending = collections.deque()
+        self._lock = threading.Lock()
+        try:
+            self._fd = stream.fileno()
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            self._fd = None
+
+    def add(self, encoded):
+        """Queue encoded lines (each ending in a newline, at most PIPE_BUF bytes)."""
+        self._pending.extend(encoded)
+
+    def flush(self):
+        """Write every queued line now (unless another flush under way will)."""
+        while self._pending:
+            if not self._lock.acquire(blocking=False):
+                return
+            try:
+                self._drain()
+            finally:
+                self._lock.release()
+
+    def _drain(self):
+        if self._fd is None:
+            text = []
+            while self._pending:
+                text.append(self._pending.popleft().decode("utf-8", "replace"))
+            self._stream.write("".join(text))
+            self._stream.flush()
+            return
+        try:
+            self._stream.flush()  # anything written through the stream itself goes first
+        except Exception:
+            pass
+        chunk, size = [], 0
+        while self._pending:
+            line = self._pending[0]
+            if chunk and size + len(line) > PIPE_BUF:
+                self._write(b"".join(chunk))
+                chunk, size = [], 0
+            chunk.append(self._pending.popleft())
+            size += len(line)
+        if chunk:
+            self._write(b"".join(chunk))
+
+    def _write(self, data):
+        view = memoryview(data)
+        stalls = 0
+        while view:
+            try:
+                written = os.write(self._fd, view)
+            except BlockingIOError:  # a non-blocking descriptor shared with someone else
+                stalls += 1
+                if stalls > 50:
+                    return
+                select.select([], [self._fd], [], 0.1)
+                continue
+            except InterruptedError:
+                continue
+            view = view[written:]
 
 
 @implementer(ILogObserver)
@@ -110,8 +232,9 @@ class MaillogObserver:
     lines logged from the reactor's thread go into the stream's buffer and
     the stream is flushed once per reactor turn (``callLater(0)``), so a
     busy server pays one ``write(2)`` per turn instead of one per line.
-    No line is held back beyond that: warnings, errors and fatal lines, and
-    lines logged from other threads, flush at once (with everything before
+    No line is held back beyond that: warnings, errors and fatal lines,
+    lines logged from other threads and lines logged while the reactor is
+    not running flush at once (with everything before
     them); the buffer is also flushed at reactor shutdown and at process
     exit.
 
@@ -125,6 +248,7 @@ class MaillogObserver:
 
     def __init__(self, stream, hostname=None, syslog_name="mailstack", reactor=None):
         self._stream = stream
+        self._writer = LineWriter(stream)
         self._hostname = (hostname or socket.gethostname()).split(".")[0]
         self._syslog_name = syslog_name
         self._reactor = reactor
@@ -138,9 +262,12 @@ class MaillogObserver:
 
     def __call__(self, event):
         try:
-            line = format_line(event, self._hostname, self._syslog_name)
-            self._stream.write(line + "\n")
+            tag, lines = format_parts(event, self._hostname, self._syslog_name)
+            self._writer.add(encode_lines(tag, lines))
+            # Before and after the reactor runs (twistd's last lines, then a
+            # re-raised SIGTERM that skips atexit) nothing would flush later.
             if (self._reactor is None or threading.get_ident() != self._thread
+                    or not getattr(self._reactor, "running", True)
                     or event.get("log_level", LogLevel.info) >= LogLevel.warn):
                 self.flush()
             elif self._flush_call is None:
@@ -153,16 +280,17 @@ class MaillogObserver:
         self.flush()
 
     def flush(self):
-        """Flush buffered lines to the stream's file now."""
+        """Write buffered lines to the stream's file now."""
         try:
-            self._stream.flush()
+            self._writer.flush()
         except Exception:  # closed stream at exit, full disk: nothing to report it to
             pass
 
 
 # Twisted's per-port chatter, which the master's "service NAME (PROGRAM) on
 # ENDPOINT" line already says once per service (Twisted says it once per socket).
-_PORT_CHATTER = re.compile(r"^(.+ starting on \d+|\(.+ Port \d+ Closed\)|(Starting|Stopping) factory .*)$")
+# Unix sockets say "starting on '/path'" and "(Port '/path' Closed)".
+_PORT_CHATTER = re.compile(r"^(.+ starting on (\d+|'[^']*')|\((.+ )?Port \S+ Closed\)|(Starting|Stopping) factory .*)$")
 
 
 @implementer(ILogFilterPredicate)
@@ -194,7 +322,9 @@ def observer_for(config, foreground, verbose=False, reactor=None):
     else:
         path = config["maillog_file"] or os.path.join(config["data_directory"], "maillog")
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        stream = open(path, "a", encoding="utf-8")  # kept open for the process's life
+        # Kept open for the process's life; "a" is O_APPEND, so that the
+        # master's and the workers' writes each land whole at the end.
+        stream = open(path, "a", encoding="utf-8")
     observer = MaillogObserver(stream, config["myhostname"], config["syslog_name"], reactor)
     level = LogLevel.debug if verbose else LogLevel.info
     predicates = [LogLevelFilterPredicate(defaultLogLevel=level)]

@@ -485,6 +485,13 @@ _ALL += _group(
      "Failed LOGIN/AUTHENTICATE attempts after which an IMAP connection is closed."),
 )
 
+_ALL += _group(
+    "Processes",
+    ("process_min_avail", T.Int(minimum=1, maximum=256), "1",
+     "Processes serving each smtpd, pop3d and imapd listener (Dovecot's high-performance mode: the number of "
+     "CPU cores); the master starts N-1 workers on the same sockets; per-client connection counts stay global."),
+)
+
 PARAMS = {p.name: p for p in _ALL}
 
 if len(PARAMS) != len(_ALL):

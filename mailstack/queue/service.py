@@ -18,6 +18,8 @@ Mail resolved to a transport that is not built here (a name from
 ``transport_maps`` that mailstack does not know) is deferred with ``mail
 transport unavailable`` and stays queued.
 
+While running, the service listens on ``public/qmgr``
+(:mod:`mailstack.queue.trigger`) so that other processes wake it.
 Stopping the service waits for deliveries under way to finish; messages
 still active are recovered from ``active/`` at the next start.
 
@@ -37,6 +39,7 @@ from mailstack.agents.simple import DiscardAgent, ErrorAgent
 from mailstack.agents.smtp import SMTPAgent
 from mailstack.agents.virtual import VirtualAgent
 from mailstack.bounce.notices import Bouncer
+from mailstack.queue import trigger
 from mailstack.queue.qmgr import QueueManager
 from mailstack.queue.store import mail_queue
 from mailstack.rewrite.resolve import Resolver
@@ -126,14 +129,19 @@ class QueueManagerService(service.Service):
         self.ctx = ctx
         self.config = config
         self.qmgr = build_queue_manager(ctx, config)
+        self._trigger = None
         ctx.shared("qmgr", lambda: self.qmgr)
 
     def startService(self):
         super().startService()
         self.qmgr.start()
+        # Other processes (SMTP workers, sendmail -bs) wake us through public/qmgr.
+        self._trigger = trigger.listen(self.ctx.reactor, self.qmgr.queue.directory, self.qmgr.wakeup)
 
     def stopService(self):
         super().stopService()
+        trigger.unlink(self._trigger)
+        self._trigger = None
         return self.qmgr.stop()
 
 

@@ -132,6 +132,7 @@ class MailQueue:
         self.hostname = hostname
         self._listeners = []
         self._file_syncer = None
+        self._trigger = None
         for name in QUEUES + LOGS:
             os.makedirs(os.path.join(queue_directory, name), mode=0o700, exist_ok=True)
         self._syncers = {name: DirectorySync(os.path.join(queue_directory, name)) for name in QUEUES}
@@ -184,7 +185,16 @@ class MailQueue:
             self._listeners.remove(callback)
 
     def notify(self):
-        """Wake the in-process queue manager: there is new mail in incoming/."""
+        """Wake the queue manager: there is new mail in incoming/.
+
+        The in-process one is called directly; in a process without one,
+        the ``public/qmgr`` trigger is pulled (:mod:`mailstack.queue.trigger`).
+        """
+        if not self._listeners:
+            if self._trigger is None:
+                from mailstack.queue.trigger import QueueTrigger, trigger_path
+                self._trigger = QueueTrigger(self.reactor, trigger_path(self.directory))
+            self._trigger.pull()
         for callback in list(self._listeners):
             callback()
 

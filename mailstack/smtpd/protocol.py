@@ -145,6 +145,8 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
             return None  # gone during the name lookup: never counted, nothing to say
         log.info("connect from {client}", client=self.peer, service=self.service)
         refused = self.server.admit(self)
+        if isinstance(refused, defer.Deferred):  # counted by the master (process_min_avail > 1)
+            refused = await refused
         if refused:
             self._closing = True
             return refused

@@ -11,7 +11,10 @@ DESCRIPTION
     overrides), the queue and cleanup, the auth service, the lookup tables,
     TLS options for STARTTLS, and the per-client connection counts
     (``smtpd_client_connection_count_limit``, not applied to
-    ``smtpd_client_event_limit_exceptions``).  The protocol is
+    ``smtpd_client_event_limit_exceptions``); with ``process_min_avail``
+    above 1 these are counted by the master's anvil
+    (:mod:`mailstack.master.anvil`), one count per client over every
+    process of the service.  The protocol is
     :mod:`mailstack.smtpd.protocol`.
 
     Restriction lists are checked when the service is built, so an unknown
@@ -24,7 +27,7 @@ PARAMETERS
     :mod:`mailstack.smtpd.protocol` and :mod:`mailstack.cleanup` read.
 """
 
-from twisted.internet import threads
+from twisted.internet import defer, threads
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 
@@ -59,13 +62,16 @@ class SMTPServer:
         tls_options: server TLS options for STARTTLS, or None.
         service_name: the master.cf service name, used in log lines.
         queue: the :class:`~mailstack.queue.MailQueue` (ETRN wakes it).
+        counter: where per-client connections are counted when the service
+            runs in several processes (:func:`mailstack.master.anvil.counter_for`);
+            None counts in this object.
 
     Raises:
         ConfigError: for an unknown restriction or a bad network list.
     """
 
     def __init__(self, config, reactor, cleanup, tables, auth=None, tls_options=None,
-                 service_name="smtpd", queue=None):
+                 service_name="smtpd", queue=None, counter=None):
         self.config = config
         self.reactor = reactor
         self.cleanup = cleanup
@@ -74,6 +80,7 @@ class SMTPServer:
         self.tls_options = tls_options
         self.service_name = service_name
         self.queue = queue
+        self.counter = counter
         self.classes = AddressClasses(config, tables, cleanup.rewriter, auth)
         self._networks = {}
         self._connections = {}
@@ -141,11 +148,24 @@ class SMTPServer:
                                                resolve_peer_name, address)
 
     def admit(self, session):
-        """Count a new connection; return a 421 reply when the client has too many, else None."""
+        """Count a new connection; return a 421 reply when the client has too many, else None.
+
+        With a ``counter`` that answers asynchronously (a worker process
+        asking the master's anvil), return a Deferred firing with that.
+        """
         address = session.client_address
-        count = self._connections.get(address, 0) + 1
-        self._connections[address] = count
         session._counted = True
+        if self.counter is None:
+            count = self._connections.get(address, 0) + 1
+            self._connections[address] = count
+        else:
+            count = self.counter.connect(address)
+            if isinstance(count, defer.Deferred):
+                return count.addCallback(self._admit_count, session)
+        return self._admit_count(count, session)
+
+    def _admit_count(self, count, session):
+        address = session.client_address
         limit = self.config["smtpd_client_connection_count_limit"]
         if limit and count > limit and not self.in_networks(address, "smtpd_client_event_limit_exceptions"):
             log.warn("Connection concurrency limit exceeded: {count} from {client} for service {service_name}",
@@ -160,6 +180,9 @@ class SMTPServer:
             return
         session._counted = False
         address = session.client_address
+        if self.counter is not None:
+            self.counter.disconnect(address)
+            return
         count = self._connections.get(address, 1) - 1
         if count > 0:
             self._connections[address] = count
@@ -202,7 +225,7 @@ class SMTPServerFactory(ServerFactory):
         return proto
 
 
-def build_server(ctx, config, service_name, tls_options=None):
+def build_server(ctx, config, service_name, tls_options=None, counter=None):
     """Return the :class:`SMTPServer` of a service from the process's shared components."""
     from mailstack.auth.service import auth_service
     from mailstack.cleanup import Cleanup
@@ -213,7 +236,7 @@ def build_server(ctx, config, service_name, tls_options=None):
     auth = auth_service(ctx)
     cleanup = Cleanup(config, queue, tables, ctx.reactor, auth=auth)
     return SMTPServer(config, ctx.reactor, cleanup, tables, auth=auth, tls_options=tls_options,
-                      service_name=service_name, queue=queue)
+                      service_name=service_name, queue=queue, counter=counter)
 
 
 def make_service(ctx, entry, config):
@@ -238,5 +261,6 @@ def make_service(ctx, entry, config):
     # or more sessions fsync in parallel (the disk is much faster that way).
     if ctx.reactor.getThreadPool().max < MIN_THREADS:
         ctx.reactor.suggestThreadPoolSize(MIN_THREADS)
-    server = build_server(ctx, config, entry.name, tls_options)
+    from mailstack.master.anvil import counter_for
+    server = build_server(ctx, config, entry.name, tls_options, counter_for(ctx, entry, config))
     return app.listener_service(ctx, entry, config, SMTPServerFactory(server))
