@@ -30,7 +30,9 @@ a job each message is written and fsynced in ``tmp/`` and renamed into
 ``new/`` in turn, then each directory that received messages is fsynced
 once (:func:`~mailstack.store.maildir.sync_dir`); only then do the
 deliveries of that batch report success, so a delivery is durable when
-:meth:`StoreMailboxes.deliver` returns, as before.  A failure of one
+:meth:`StoreMailboxes.deliver` returns, as before.  The file fsyncs of one
+batch run one after the other; several jobs keep several in flight (on a
+journalled file system concurrent fsyncs share a journal commit).  A failure of one
 message (quota, disk) fails that message only.
 
 Maildirs known to exist are remembered, so that a delivery does not stat
@@ -65,7 +67,7 @@ class StoreMailboxes:
         batch_size: the most deliveries one thread job makes.
     """
 
-    jobs = 2
+    jobs = 4
     batch_size = 32
     batch_bytes = 1 << 20
 
