@@ -21,11 +21,14 @@ Reported, per server (median of ``--runs`` runs):
   their maillog, median and 95th percentile;
 * CPU per message: user + system time of each mailstack process during the
   run (``/proc/PID/stat`` utime + stime) divided by the messages, in ms, and
-  the two apart; with ``--split`` the smtp and qmgr processes are given apart.
+  the two apart; with ``--split`` the smtp and qmgr processes are given apart,
+  and with ``--processes N`` (``-o process_min_avail=N`` on the smtp
+  service) each of its N-1 worker processes too.
 
 Usage::
 
     .venv/bin/python benchmarks/queue_delivery.py [--messages N] [--clients N] [--size BYTES] [--runs N]
+        [--split] [--processes N] [--no-postfix]
 
 Needs root (Postfix must start) and the Debian postfix package.
 """
@@ -130,8 +133,9 @@ class Mailstack:
     which finds new mail by scanning incoming/ every ``qmgr_scan_interval``.
     """
 
-    def __init__(self, directory, split=False):
+    def __init__(self, directory, split=False, processes=1):
         self.directory = directory
+        self.processes = processes
         self.config = os.path.join(directory, "etc")
         self.port = free_port()
         self.log_path = os.path.join(directory, "maillog")
@@ -153,7 +157,7 @@ class Mailstack:
         configs = [self.config]
         if self.split:
             with open(os.path.join(self.config, "master.cf"), "w") as handle:
-                handle.write("smtp tcp:%d:interface=127.0.0.1\n" % self.port)
+                handle.write(self._smtp_line())
             second = os.path.join(self.directory, "etc-qmgr")
             shutil.copytree(self.config, second)
             with open(os.path.join(second, "main.cf"), "a") as handle:
@@ -163,7 +167,7 @@ class Mailstack:
             configs.append(second)
         else:
             with open(os.path.join(self.config, "master.cf"), "w") as handle:
-                handle.write("smtp tcp:%d:interface=127.0.0.1\nqmgr -\n" % self.port)
+                handle.write(self._smtp_line() + "qmgr -\n")
         log = open(self.log_path, "ab")
         for config in configs:
             self.procs.append(subprocess.Popen([os.path.join(BIN, "twistd"), "-n", "--pidfile=", "mailstack",
@@ -171,10 +175,19 @@ class Mailstack:
                                                env=_env()))
         log.close()
         deadline = time.monotonic() + 30
-        while self.log().count("daemon started") < len(configs):
+        while (self.log().count("daemon started") < len(configs)
+               or self.log().count(" accepting on ") < self.processes - 1):
             if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
                 raise RuntimeError("mailstack did not start:\n" + self.log()[-2000:])
             time.sleep(0.05)
+
+    def _smtp_line(self):
+        return "smtp tcp:%d:interface=127.0.0.1 -o process_min_avail=%d\n" % (self.port, self.processes)
+
+    def pids(self):
+        """The twistd processes, then the smtp service's worker processes (process_min_avail)."""
+        workers = [int(pid) for pid in re.findall(r"service smtp: process (\d+) started", self.log())]
+        return [p.pid for p in self.procs] + workers[len(workers) - (self.processes - 1):]
 
     def folder(self):
         return os.path.join(self.config, "mail", "example.test", "joe", "Maildir", "new")
@@ -204,15 +217,14 @@ def _summary(name, results):
     return rate
 
 
-def _cpu_summary(results, split):
+def _cpu_summary(results, names):
     """Print the median CPU ms per message of each mailstack process: user+system (user/system)."""
-    names = ["smtp", "qmgr"] if split else ["smtp+qmgr"]
 
     def figure(values):
         return "%.2f (%.2f/%.2f)" % (statistics.median(u + s for u, s in values),
                                      statistics.median(u for u, _ in values), statistics.median(s for _, s in values))
     parts = ["%s %s" % (name, figure([r["cpu"][i] for r in results])) for i, name in enumerate(names)]
-    if split:
+    if len(names) > 1:
         parts.append("total %s" % figure([(sum(u for u, _ in r["cpu"]), sum(s for _, s in r["cpu"])) for r in results]))
     print("mailstack CPU ms/message, user+system (user/system), median: " + ", ".join(parts))
 
@@ -224,13 +236,15 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--split", action="store_true", help="run mailstack's smtp and qmgr as two processes")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="mailstack's smtp service in N processes (-o process_min_avail=N)")
     parser.add_argument("--no-postfix", action="store_true", help="measure mailstack only (quick profiling rounds)")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
     base = tempfile.mkdtemp(prefix="mailstack-bench-")
     os.chmod(base, 0o755)
     results = {"mailstack": [], "postfix": []}
-    ms = Mailstack(os.path.join(base, "mailstack"), args.split)
+    ms = Mailstack(os.path.join(base, "mailstack"), args.split, args.processes)
     pf = PostfixInstance(directory=os.path.join(base, "postfix"), mailboxes=[RECIPIENT])
     try:
         ms.start()
@@ -242,7 +256,7 @@ def main(argv=None):
             _measure(pf.port, pf_folder, pf.log, 50, args.clients, args.size)
         for _ in range(args.runs):
             results["mailstack"].append(_measure(ms.port, ms.folder(), ms.log, args.messages, args.clients,
-                                                 args.size, [p.pid for p in ms.procs]))
+                                                 args.size, ms.pids()))
             if not args.no_postfix:
                 results["postfix"].append(_measure(pf.port, pf_folder, pf.log, args.messages, args.clients,
                                                    args.size))
@@ -252,12 +266,16 @@ def main(argv=None):
             pf.stop()
         shutil.rmtree(base, ignore_errors=True)
     print("%d messages of ~%d bytes, %d SMTP clients, median of %d runs%s"
-          % (args.messages, args.size, args.clients, args.runs, ", mailstack as two processes" if args.split else ""))
+          % (args.messages, args.size, args.clients, args.runs,
+             (", mailstack as two processes" if args.split else "")
+             + (", smtp in %d processes" % args.processes if args.processes > 1 else "")))
     print("load average (1 min) before %.2f, after %.2f" % (load_before[0], os.getloadavg()[0]))
     print("%-10s %16s %16s %12s %12s" % ("server", "end-to-end", "SMTP accept", "delay p50", "delay p95"))
     ours = _summary("mailstack", results["mailstack"])
     theirs = _summary("postfix", results["postfix"]) if not args.no_postfix else None
-    _cpu_summary(results["mailstack"], args.split)
+    names = (["smtp", "qmgr"] if args.split else ["smtp+qmgr"]) + [
+        "smtp worker %d" % n for n in range(1, args.processes)]
+    _cpu_summary(results["mailstack"], names)
     if theirs:
         print("mailstack / postfix end-to-end: %.2fx" % (ours / theirs))
     return 0

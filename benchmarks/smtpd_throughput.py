@@ -4,7 +4,7 @@
 Usage (as root, Postfix installed)::
 
     .venv/bin/python benchmarks/smtpd_throughput.py [--messages 2000] [--sessions 20] [--size 4096]
-        [--rounds 1] [--skip-postfix]
+        [--rounds 1] [--skip-postfix] [--processes N]
 
 Both servers run at once and the rounds alternate between them (mailstack,
 Postfix, mailstack, ...), so load from other work on the machine hits both
@@ -16,7 +16,10 @@ queue every message durably before its 250:
 
 - mailstack: ``twistd -n mailstack`` with one ``smtp`` service; the queue
   writer fsyncs each file and its directory in the reactor's thread pool.
-  No queue manager runs, so messages stay in ``incoming/``.
+  No queue manager runs, so messages stay in ``incoming/``.  With
+  ``--processes N`` the service runs in N processes
+  (``-o process_min_avail=N``: the master and N-1 workers on one socket)
+  and the CPU counted is theirs together.
 - Postfix: a private instance (``tests/interop/postfix.py``); every
   recipient gets ``HOLD`` (``check_recipient_access static:HOLD``) so the
   messages stay in ``hold/`` after cleanup has fsynced them, and no
@@ -105,9 +108,10 @@ class MailstackServer:
 
     name = "mailstack"
 
-    def __init__(self):
+    def __init__(self, processes=1):
         self.directory = tempfile.mkdtemp(prefix="mailstack-bench-")
         self.etc = os.path.join(self.directory, "etc")
+        self.processes = processes
         self.proc = self.log = None
 
     def start(self):
@@ -117,17 +121,28 @@ class MailstackServer:
                         "--domain", "example.test"], check=True, capture_output=True, env=env)
         self.port = free_port()
         with open(os.path.join(self.etc, "master.cf"), "w") as handle:
-            handle.write("smtp tcp:%d:interface=127.0.0.1\n" % self.port)
+            handle.write("smtp tcp:%d:interface=127.0.0.1 -o process_min_avail=%d\n" % (self.port, self.processes))
         with open(os.path.join(self.etc, "main.cf"), "a") as handle:
             handle.write("smtpd_peername_lookup = no\nsmtpd_client_connection_count_limit = 0\n")
-        self.log = open(os.path.join(self.directory, "maillog"), "w")
+        # O_APPEND: the workers write to the same file (their own whole lines).
+        self.log = open(os.path.join(self.directory, "maillog"), "a")
         self.proc = subprocess.Popen([os.path.join(bindir, "twistd"), "-n", "--pidfile=", "mailstack",
                                       "--config", self.etc],
                                      stdout=self.log, stderr=subprocess.STDOUT, env=env)
         _wait_port(self.port)
+        deadline = time.monotonic() + 30
+        while self._log_text().count(" accepting on ") < self.processes - 1:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("mailstack workers did not start:\n" + self._log_text()[-2000:])
+            time.sleep(0.05)
+
+    def _log_text(self):
+        with open(os.path.join(self.directory, "maillog"), encoding="utf-8", errors="replace") as handle:
+            return handle.read()
 
     def cpu(self):
-        return _proc_cpu(self.proc.pid)
+        # The master and its workers (process_min_avail), live or reaped.
+        return _tree_cpu(self.proc.pid) if self.processes > 1 else _proc_cpu(self.proc.pid)
 
     def queued(self):
         incoming = os.path.join(self.etc, "queue", "incoming")
@@ -195,10 +210,12 @@ def main():
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--skip-postfix", action="store_true")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="mailstack's smtp service in N processes (-o process_min_avail=N)")
     args = parser.parse_args()
     print("smtp-source -s %d -m %d -l %d, %d CPUs, load average %s at start" % (
         args.sessions, args.messages, args.size, os.cpu_count(), "%.2f %.2f %.2f" % os.getloadavg()))
-    servers = [MailstackServer()] + ([] if args.skip_postfix else [PostfixServer()])
+    servers = [MailstackServer(args.processes)] + ([] if args.skip_postfix else [PostfixServer()])
     results = {server.name: [] for server in servers}
     try:
         for server in servers:
