@@ -38,6 +38,7 @@ FILES
 
 import email.utils
 import ipaddress
+import re
 import time
 
 from twisted.logger import Logger
@@ -54,6 +55,12 @@ log = Logger(namespace="mailstack.cleanup")
 _SENDER_FIELDS = (b"from", b"sender", b"reply-to", b"resent-from", b"resent-sender", b"resent-reply-to",
                   b"errors-to", b"return-receipt-to", b"disposition-notification-to")
 _RECIPIENT_FIELDS = (b"to", b"cc", b"bcc", b"resent-to", b"resent-cc", b"resent-bcc", b"apparently-to")
+
+# A header value that is one plain address, bare or in angle brackets after an
+# optional plain display name (what most software writes): its address is taken
+# without email.utils, and a field whose address does not change is kept as is.
+_ATEXT = rb"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+"
+_SIMPLE_FIELD = re.compile(rb"^[ \t]*(?:[A-Za-z0-9 _.-]*<(" + _ATEXT + rb")>|(" + _ATEXT + rb"))[ \t]*\r?\n?$")
 
 __all__ = ["Cleanup", "CleanupWriter", "AddressRewriter"]
 
@@ -239,6 +246,11 @@ class CleanupWriter:
         return b"".join(out)
 
     def _rewrite_field(self, name, value, cls):
+        simple = _SIMPLE_FIELD.match(value)
+        if simple is not None:
+            address = (simple.group(1) or simple.group(2)).decode("ascii")
+            if self._cleanup.rewriter.header_address(address, cls) == address:
+                return name + b":" + value
         ending = b"\r\n" if value.endswith(b"\r\n") else b"\n" if value.endswith(b"\n") else b""
         text = value.decode("utf-8", "surrogateescape")
         pairs = email.utils.getaddresses([" ".join(text.split())])

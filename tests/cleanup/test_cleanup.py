@@ -78,6 +78,20 @@ async def test_header_addresses_are_rewritten_for_local_clients(smtpd):
 
 
 @pytest_twisted.ensureDeferred
+async def test_plain_header_addresses_keep_their_exact_bytes_unless_rewritten(smtpd):
+    """A one-address field that rewriting leaves alone is kept byte for byte; one it changes is re-formatted."""
+    server = await smtpd(canonical_maps="inline:{@old.example=@new.example}")
+    await in_thread(_send, server.port, "alice@example.test", ["x@example.test"],
+                    b"From: John Q. Public <jqp@old.example>\r\nTo:   <x@example.test>  \r\n"
+                    b"Cc: a.b-c@example.org\r\nReply-To: Odd  Spacing <rt@example.org>\r\n\r\nbody\r\n")
+    content = server.queued()[0].read_content().decode()
+    assert '\nFrom: "John Q. Public" <jqp@new.example>\n' in content
+    assert "\nTo:   <x@example.test>  \n" in content
+    assert "\nCc: a.b-c@example.org\n" in content
+    assert "\nReply-To: Odd  Spacing <rt@example.org>\n" in content
+
+
+@pytest_twisted.ensureDeferred
 async def test_header_addresses_kept_for_remote_clients(smtpd):
     """Clients outside local_header_rewrite_clients keep their header addresses untouched."""
     server = await smtpd(canonical_maps="inline:{@old.example=@new.example}", mynetworks="192.0.2.0/24",
