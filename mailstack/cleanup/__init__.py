@@ -83,8 +83,8 @@ class Cleanup:
         self.rewriter = AddressRewriter(config, tables)
         self._local_addresses = None
 
-    async def open(self):
-        """Create the queue file of a new message; return its :class:`CleanupWriter`.
+    def open_writer(self):
+        """Start a new message; return its :class:`CleanupWriter` (no I/O: nothing to wait for).
 
         Call :meth:`CleanupWriter.begin` with the envelope before writing content.
 
@@ -92,12 +92,12 @@ class Cleanup:
         larger than one write chunk or the message is committed, so a small
         message is written, fsynced and renamed in one step at the end of
         data (see :meth:`mailstack.queue.QueueFileWriter.commit`).
-
-        Raises:
-            QueueError: the queue file cannot be created.
         """
-        queue_file = self.queue.new_message(create=False)
-        return CleanupWriter(self, queue_file)
+        return CleanupWriter(self, self.queue.new_message(create=False))
+
+    async def open(self):
+        """:meth:`open_writer` for callers that await (kept for pickup and older code)."""
+        return self.open_writer()
 
     def now(self):
         return self.reactor.seconds() if hasattr(self.reactor, "seconds") else time.time()

@@ -31,6 +31,7 @@ records.
 """
 
 import os
+import re
 
 MAGIC = b"MAILSTACK-QUEUE 1 "
 HEADER_LEN = len(MAGIC) + 12 + 1
@@ -42,8 +43,13 @@ class CorruptQueueFile(Exception):
     """The file is not a complete mailstack queue file."""
 
 
+_SPECIAL = re.compile("[%\t\r\n]")
+
+
 def escape(value):
     """Escape a record value (``%``, TAB, CR, LF)."""
+    if not _SPECIAL.search(value):
+        return value
     for char, code in _ESCAPES:
         value = value.replace(char, code)
     return value

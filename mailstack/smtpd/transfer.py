@@ -66,15 +66,15 @@ class TransferCommands:
         return (354, None, "End data with <CR><LF>.<CR><LF>")
 
     def _prepare_writer(self):
-        """Start creating the queue file while the client is still busy with RCPT/DATA.
+        """Start the message at the first accepted recipient, as Postfix's smtpd connects to cleanup then.
 
-        Postfix's smtpd connects to cleanup at the first accepted recipient
-        for the same reason: the file exists by the time content arrives.
-        The ``QUEUEID: client=`` line is logged then, as Postfix does.
+        The queue id exists from here on and the ``QUEUEID: client=`` line is
+        logged, as Postfix does; the queue file itself is made at commit.
         """
         if self._pending_open is None and self._writer is None:
-            self._pending_open = defer.ensureDeferred(self.server.cleanup.open())
-            self._pending_open.addCallback(self._writer_opened)
+            # No I/O happens here any more (the file is made at commit), so the
+            # Deferred is already fired; it stays a Deferred for _log_reject.
+            self._pending_open = defer.succeed(self._writer_opened(self.server.cleanup.open_writer()))
 
     def _writer_opened(self, writer):
         if not self._lost:
@@ -89,8 +89,7 @@ class TransferCommands:
     async def _open_writer(self):
         pending, self._pending_open = self._pending_open, None
         if pending is None:
-            pending = defer.ensureDeferred(self.server.cleanup.open())
-            pending.addCallback(self._writer_opened)
+            pending = defer.succeed(self._writer_opened(self.server.cleanup.open_writer()))
         try:
             writer = await pending
         except QueueError as err:
