@@ -221,6 +221,8 @@ class LineWriter:
                 continue
             except InterruptedError:
                 continue
+            except OSError:  # closed or broken destination (EPIPE, EBADF, ENOSPC): drop, never pile up
+                return
             view = view[written:]
 
 

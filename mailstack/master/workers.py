@@ -196,7 +196,11 @@ class WorkerPool(service.Service):
             del self.workers[worker.slot]
         if self._stopping or not self.running:
             return
-        log.warn("process {path} pid {pid} {how}", path=self.path, pid=worker.pid, how=exit_text(reason))
+        how = exit_text(reason)
+        # Status 0 is a worker told to stop (a SIGTERM sent to the whole
+        # process group by a supervisor, say): worth a line, not a warning.
+        emit = log.info if how == "exit status 0" else log.warn
+        emit("process {path} pid {pid} {how}", path=self.path, pid=worker.pid, how=how)
         lived = self.reactor.seconds() - (worker.started or 0)
         self._schedule_restart(worker.slot, failed=lived < HEALTHY_RUN)
 

@@ -86,3 +86,17 @@ def test_two_processes_on_one_pipe_never_interleave_lines():
         texts.setdefault(match.group(1), []).append(match.group(2))
     expected = {"".join("%s line %d %s" % (name, n, name * 6000) for n in range(500)) for name in "ab"}
     assert {"".join(pieces) for pieces in texts.values()} == expected
+
+
+def test_broken_destination_drops_lines_instead_of_piling_them_up():
+    """A pipe nobody reads any more (EPIPE): flush neither raises nor keeps the lines."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        with os.fdopen(write_end, "w", closefd=False) as stream:
+            writer = LineWriter(stream)
+            writer.add([b"lost\n"] * 3)
+            writer.flush()
+            assert not writer._pending
+    finally:
+        os.close(write_end)
