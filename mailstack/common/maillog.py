@@ -76,6 +76,21 @@ def service_tag(event):
 
 _stamp_cache = (None, "")  # (second, its "%b %d %H:%M:%S"), replaced whole
 
+# This process's pid, kept current across fork (twistd daemonises after the
+# observer is made): os.getpid() per line was a visible cost.
+_pid = os.getpid()
+
+
+def _forked():
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+# Levels whose lines are written at once (a set: comparing constants is slow).
+_URGENT = frozenset((LogLevel.warn, LogLevel.error, LogLevel.critical))
+
 
 def _format_text(event):
     """Return an event's text as twisted.logger's ``formatEvent`` would.
@@ -110,7 +125,7 @@ def format_parts(event, hostname, syslog_name="mailstack", pid=None):
         stamp = time.strftime("%b %d %H:%M:%S", time.localtime(second))
         _stamp_cache = (second, stamp)
     tag = "%s %s %s/%s[%d]: " % (stamp, hostname, syslog_name, service_tag(event),
-                                 os.getpid() if pid is None else pid)
+                                 _pid if pid is None else pid)
     text = _format_text(event)
     level = event.get("log_level", LogLevel.info)
     text = _PREFIX.get(level, "") + text
@@ -133,6 +148,8 @@ def encode_lines(tag, lines, limit=PIPE_BUF):
 
     A longer line is cut (between characters) into several, each starting with ``tag``.
     """
+    if len(lines) == 1 and (len(tag) + len(lines[0])) * 4 < limit:  # the usual case: one short line
+        return [(tag + lines[0] + "\n").encode("utf-8", "backslashreplace")]
     head = tag.encode("utf-8", "backslashreplace")
     budget = max(limit - len(head) - 1, 16)
     result = []
@@ -270,7 +287,7 @@ class MaillogObserver:
             # re-raised SIGTERM that skips atexit) nothing would flush later.
             if (self._reactor is None or threading.get_ident() != self._thread
                     or not getattr(self._reactor, "running", True)
-                    or event.get("log_level", LogLevel.info) >= LogLevel.warn):
+                    or event.get("log_level") in _URGENT):
                 self.flush()
             elif self._flush_call is None:
                 self._flush_call = self._reactor.callLater(0, self._flush_turn)
