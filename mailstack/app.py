@@ -54,8 +54,10 @@ PROGRAMS = {
 # Programs whose TLS material is Dovecot's ssl_cert/ssl_key; the others use smtpd_tls_*.
 _DOVECOT_TLS = ("pop3d", "imapd")
 
-# Programs whose listeners may run in several processes (process_min_avail).
+# Programs whose listeners may run in several processes (process_min_avail),
+# and the endpoint types whose sockets workers may share.
 MULTI_PROCESS_PROGRAMS = ("smtpd", "pop3d", "imapd")
+_SHAREABLE_ENDPOINTS = ("tcp", "tcp6", "ssl")
 
 
 class ServerContext:
@@ -188,14 +190,24 @@ def endpoint_descriptions(description, config):
 def service_processes(entry, config):
     """Return how many processes serve ``entry``: ``process_min_avail`` for smtpd, pop3d and imapd, else 1.
 
+    Only TCP listeners (``tcp:``, ``tcp6:``, ``ssl:``) are shared with
+    workers: Twisted removes a unix socket's path when a port on it stops,
+    so a worker stopping alone would take the master's path away.
+
     Raises:
         ConfigError: when ``-o process_min_avail`` above 1 is given to a
-            service of another program (a main.cf value is ignored for them).
+            service of another program or on another endpoint type (a
+            main.cf value is ignored for them).
     """
     count = config["process_min_avail"]
-    if entry.program in MULTI_PROCESS_PROGRAMS and entry.endpoint:
+    kind = (entry.endpoint or "").partition(":")[0]
+    if entry.program in MULTI_PROCESS_PROGRAMS and kind in _SHAREABLE_ENDPOINTS:
         return count
     if count > 1 and any(s.name == "process_min_avail" for s in entry.overrides):
+        if entry.program in MULTI_PROCESS_PROGRAMS:
+            raise ConfigError("%s: process_min_avail: service %s listens on %s: only %s endpoints are "
+                              "shared with worker processes" % (entry.where, entry.name, kind,
+                                                                ", ".join(_SHAREABLE_ENDPOINTS)))
         raise ConfigError("%s: process_min_avail: service %s (%s) runs in the master process only "
                           "(only %s services may have several)"
                           % (entry.where, entry.name, entry.program, ", ".join(MULTI_PROCESS_PROGRAMS)))

@@ -244,6 +244,13 @@ def test_process_min_avail_on_an_internal_service_is_a_config_error(config_dir):
         app.make_service(str(config_dir), reactor=reactor)
 
 
+def test_process_min_avail_on_a_unix_listener_is_a_config_error(config_dir):
+    """-o process_min_avail=2 on a unix: endpoint stops startup: only TCP sockets are shared."""
+    (config_dir / "master.cf").write_text("smtp unix:%s -o process_min_avail=2\n" % (config_dir / "smtp.sock"))
+    with pytest.raises(ConfigError, match=r"master.cf:1: process_min_avail: service smtp listens on unix"):
+        app.make_service(str(config_dir), reactor=reactor)
+
+
 def test_main_cf_process_min_avail_applies_to_listeners_only(config_dir):
     """process_min_avail in main.cf gives smtpd services workers and leaves internal services alone."""
     port = free_port()

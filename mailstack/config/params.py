@@ -488,7 +488,7 @@ _ALL += _group(
 _ALL += _group(
     "Processes",
     ("process_min_avail", T.Int(minimum=1, maximum=256), "1",
-     "Processes serving each smtpd, pop3d and imapd listener (Dovecot's high-performance mode: the number of "
+     "Processes serving each smtpd, pop3d and imapd TCP listener (Dovecot's high-performance mode: the number of "
      "CPU cores); the master starts N-1 workers on the same sockets; per-client connection counts stay global."),
 )
 
