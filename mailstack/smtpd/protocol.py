@@ -147,6 +147,8 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
         refused = self.server.admit(self)
         if isinstance(refused, defer.Deferred):  # counted by the master (process_min_avail > 1)
             refused = await refused
+            if self._lost:
+                return None  # gone while the master counted: connectionLost released it
         if refused:
             self._closing = True
             return refused
