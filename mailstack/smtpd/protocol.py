@@ -138,6 +138,8 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
         self._timer = self.clock.callLater(self.config["smtpd_timeout"], self._timed_out)
         self._busy = True
         self._run(self._greet())
+        if not self._busy:
+            self._process()  # greeted at once: send the banner now
 
     async def _greet(self):
         self.client_name = await self.server.peer_name(self.client_address)
@@ -404,11 +406,23 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
         self._run(result, name)
 
     def _run(self, result, name=None):
-        """Finish a command: ``result`` is a reply tuple, None, or a coroutine giving one."""
+        """Finish a command: ``result`` is a reply tuple, None, or a coroutine giving one.
+
+        A coroutine is started here.  One whose awaits are all answered
+        already (no lookup to wait for: the usual greeting and RCPT) ends
+        at once and is answered without any Deferred; one that has to wait
+        holds the session (``_busy``) and is driven on by :func:`_drive`.
+        """
         if hasattr(result, "__await__"):
+            guarded = self._guard(result, name)
+            try:
+                waiting = guarded.send(None)
+            except StopIteration:
+                self._busy = False
+                self._after_reply()
+                return
             self._busy = True
-            d = defer.ensureDeferred(self._guard(result, name))
-            d.addCallback(self._resume)
+            _drive(guarded, waiting).addCallback(self._resume)
             return
         self._answer(result, name)
         self._after_reply()
@@ -777,6 +791,31 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
         self._reset_transaction()
         self.sasl_username = self.sasl_method = ""
         return None
+
+
+def _drive(coroutine, waiting):
+    """Drive a started ``coroutine`` on from the Deferred it waits for; return a Deferred of its result.
+
+    What :func:`twisted.internet.defer.ensureDeferred` does for a coroutine
+    that has not started yet; here the first step has already run.
+    """
+    done = defer.Deferred()
+
+    def step(_result):
+        # The awaited Deferred has fired: sending resumes the coroutine, and
+        # the Deferred's own ``send`` hands it the result (or raises its failure).
+        try:
+            next_wait = coroutine.send(None)
+        except StopIteration as stop:
+            done.callback(stop.value)
+        except BaseException:
+            done.errback()
+        else:
+            next_wait.addBoth(step)
+        return None
+
+    waiting.addBoth(step)
+    return done
 
 
 def resolve_peer_name(address):
