@@ -52,6 +52,7 @@ import socket
 from twisted.internet import defer, interfaces, tcp
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from mailstack.common.address import AddressError, parse_params, parse_path, xtext_decode
 from mailstack.common.reply import INTERNAL_ERROR, Reject
@@ -801,11 +802,14 @@ def _drive(coroutine, waiting):
     """
     done = defer.Deferred()
 
-    def step(_result):
-        # The awaited Deferred has fired: sending resumes the coroutine, and
-        # the Deferred's own ``send`` hands it the result (or raises its failure).
+    def step(result):
+        # The awaited Deferred has fired: resume the coroutine with its result,
+        # or raise its failure at the await (as Twisted's own driver does).
         try:
-            next_wait = coroutine.send(None)
+            if isinstance(result, Failure):
+                next_wait = result.throwExceptionIntoGenerator(coroutine)
+            else:
+                next_wait = coroutine.send(result)
         except StopIteration as stop:
             done.callback(stop.value)
         except BaseException:
