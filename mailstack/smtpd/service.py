@@ -154,6 +154,8 @@ class SMTPServer:
         asking the master's anvil), return a Deferred firing with that.
         """
         address = session.client_address
+        if self.counter is not None and not self._limited(address):
+            return None  # nothing to enforce: spare the round trip to the master
         session._counted = True
         if self.counter is None:
             count = self._connections.get(address, 0) + 1
@@ -163,6 +165,11 @@ class SMTPServer:
             if isinstance(count, defer.Deferred):
                 return count.addCallback(self._admit_count, session)
         return self._admit_count(count, session)
+
+    def _limited(self, address):
+        """Whether smtpd_client_connection_count_limit applies to the client ``address``."""
+        return bool(self.config["smtpd_client_connection_count_limit"]) and not self.in_networks(
+            address, "smtpd_client_event_limit_exceptions")
 
     def _admit_count(self, count, session):
         address = session.client_address
