@@ -363,6 +363,9 @@ _ALL += _group(
      "How often the queue manager scans the deferred queue for messages due for another attempt."),
     ("qmgr_scan_interval", T.Time(unit="s"), "1s",
      "How often the queue manager scans incoming/ for mail queued by other processes."),
+    ("qmgr_scan_spacing", T.Time(unit="s"), "0.005s",
+     "The least time between the starts of two wake-up scans of incoming/: new mail waits at most this long, "
+     "and a stream of new mail is claimed several messages per scan instead of one."),
     ("qmgr_message_active_limit", T.Int(minimum=1), "20000",
      "The most messages the queue manager keeps in the active queue."),
     ("default_destination_concurrency_limit", T.Int(minimum=1), "20",

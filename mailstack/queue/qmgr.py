@@ -14,7 +14,8 @@ Postfix's qmgr(8), in one reactor:
   incoming/ and claims what fits; a message that finishes wakes a new scan
   only when the last one left mail behind for lack of room (new mail wakes
   the queue manager by itself), so that delivering costs no directory scan
-  per message.  A message is activated by
+  per message, and wake-ups are at least ``qmgr_scan_spacing`` apart, so
+  that a stream of new mail costs a scan per few messages, not per message.  A message is activated by
   ``rename`` into ``active/`` (whoever renames first owns it) and logged
   ``QUEUEID: from=<s>, size=N, nrcpt=M (queue active)``.
 * **Resolution and scheduling.**  Each pending recipient is resolved
@@ -60,7 +61,7 @@ Parameters read: ``qmgr_message_active_limit``, ``qmgr_scan_interval``,
 ``delay_warning_time``, ``default_destination_concurrency_limit``,
 ``local_destination_concurrency_limit``, ``initial_destination_concurrency``,
 ``default_destination_recipient_limit``, ``local_destination_recipient_limit``,
-``defer_transports``.
+``defer_transports``, ``qmgr_scan_spacing``.
 """
 
 import collections
@@ -82,7 +83,7 @@ PARAMS = ("qmgr_message_active_limit", "qmgr_scan_interval", "queue_run_delay", 
           "maximal_backoff_time", "maximal_queue_lifetime", "bounce_queue_lifetime", "delay_warning_time",
           "default_destination_concurrency_limit", "local_destination_concurrency_limit",
           "initial_destination_concurrency", "default_destination_recipient_limit",
-          "local_destination_recipient_limit", "defer_transports")
+          "local_destination_recipient_limit", "defer_transports", "qmgr_scan_spacing")
 
 STALE_TMP_AGE = 3600
 # Content up to this size is read with the envelope when a message is
@@ -189,6 +190,8 @@ class QueueManager:
         self._removals = []         # (queue_id, Deferred) waiting for the next removal job
         self._removing = False
         self._incoming_more = True  # the last scan of incoming/ left messages for lack of room
+        self._last_scan = float("-inf")
+        self._scan_waiters = []     # stop() waiting for the scan under way
 
     # -- life cycle ---------------------------------------------------------
 
@@ -207,7 +210,9 @@ class QueueManager:
         Requests not yet started are dropped: their recipients stay pending
         in ``active/`` and are recovered at the next start.  The Deferred
         fires after ``grace`` seconds at the latest; deliveries still under
-        way then are recovered (and possibly repeated) the same way.
+        way then are recovered (and possibly repeated) the same way.  A
+        scan under way is waited for first (what it claims stays in
+        ``active/`` for recovery, untried).
         """
         self._running = False
         self.queue.remove_listener(self.wakeup)
@@ -217,6 +222,13 @@ class QueueManager:
         self._timers.clear()
         for destination in self.destinations.values():
             self._abandon(destination)
+        if self._filling:
+            scanned = defer.Deferred()
+            self._scan_waiters.append(scanned)
+            return scanned.addCallback(lambda _: self._drain(grace))
+        return self._drain(grace)
+
+    def _drain(self, grace):
         if not self.active:
             return defer.succeed(None)
         self._drained = defer.Deferred()
@@ -280,7 +292,11 @@ class QueueManager:
         if not self._running:
             return
         if self._wake_call is None or not self._wake_call.active():
-            self._wake_call = self.clock.callLater(0, self._start_fill)
+            # A wake-up right after a scan waits for the rest of
+            # qmgr_scan_spacing: under a stream of new mail (a wake-up per
+            # message) one scan then claims several messages, not one each.
+            delay = max(0.0, self._last_scan + self.config["qmgr_scan_spacing"] - self.clock.seconds())
+            self._wake_call = self.clock.callLater(delay, self._start_fill)
 
     def flush(self, queue_ids=None):
         """Make deferred mail (all, or ``queue_ids``) due now and exempt from ``defer_transports``."""
@@ -320,14 +336,18 @@ class QueueManager:
             self._fill_again = True
             return
         self._filling = True
+        self._fill_again = False
+        self._last_scan = self.clock.seconds()
         try:
-            while self._running:
-                self._fill_again = False
+            if self._running:
                 await self._fill_once()
-                if not self._fill_again:
-                    break
         finally:
             self._filling = False
+            waiters, self._scan_waiters = self._scan_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+        if self._fill_again:
+            self.wakeup()  # woken during the scan: another one, spaced
 
     def _room(self):
         return self.config["qmgr_message_active_limit"] - len(self.active)

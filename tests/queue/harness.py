@@ -19,6 +19,7 @@ mydestination = $myhostname, localhost
 queue_directory = {tmp}/queue
 data_directory = {tmp}/data
 alias_maps =
+qmgr_scan_spacing = 0
 """
 
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 
 from mailstack.agents.base import DeliveryStatus
 from mailstack.agents.simple import DiscardAgent, ErrorAgent
@@ -378,26 +378,52 @@ async def test_removals_of_messages_finishing_together_share_thread_jobs(tmp_pat
 async def test_free_slots_take_waiting_mail_and_other_processes_mail_waits_for_the_scan(tmp_path):
     """Mail left for lack of room is taken as slots free; mail of another process waits for the scan timer."""
     agent = RecordingAgent()
-    h = Harness(tmp_path, "default_transport = recording\nqmgr_message_active_limit = 1\n"
+    h = Harness(tmp_path, "default_transport = recording\nqmgr_message_active_limit = 2\n"
                           "transport_maps =\nqmgr_scan_interval = 60s\n", {"recording": agent})
-    for name in ("one", "two"):
+    for name in ("one", "two", "three"):
         await h.submit("a@example.org", ["%s@remote.test" % name])
     h.qmgr.start()
+    await wait_until(lambda: len(agent.waiting) == 2, h.clock)
+    agent.release_all()  # "three", left behind by the first scan, takes a freed slot
     await wait_until(lambda: len(agent.waiting) == 1, h.clock)
-    agent.release_all()  # "one" done: "two", left behind by the first scan, takes the slot
-    await wait_until(lambda: len(agent.waiting) == 1, h.clock)
-    assert agent.batches == [["one@remote.test"], ["two@remote.test"]]
-    # Another process queues mail (no in-process notify): finishing "two" does not scan for it ...
+    assert agent.batches == [["one@remote.test"], ["two@remote.test"], ["three@remote.test"]]
+
+    def quiet():  # no scan running or asked for
+        wake = h.qmgr._wake_call
+        return not h.qmgr._filling and not (wake is not None and wake.active())
+    await wait_until(quiet, h.clock)
+    # Another process queues mail (no in-process notify): finishing "three" does not scan for it ...
     other = MailQueue(h.queue.directory, reactor)
     writer = other.new_message()
     writer.write(b"Subject: other\n\nhi\n")
-    queued = await writer.commit(Envelope("a@example.org", [Recipient("three@remote.test")]))
+    queued = await writer.commit(Envelope("a@example.org", [Recipient("four@remote.test")]))
     agent.release_all()
     await wait_until(lambda: not h.qmgr.active, h.clock)
-    assert h.queue.list("incoming") == [queued] and len(agent.batches) == 2
+    for _ in range(3):
+        h.clock.advance(0)
+        await task.deferLater(reactor, 0.01, lambda: None)
+    assert h.queue.list("incoming") == [queued] and len(agent.batches) == 3
     h.clock.advance(60)  # ... the periodic scan finds it
     await wait_until(lambda: len(agent.waiting) == 1, h.clock)
-    assert agent.batches[-1] == ["three@remote.test"]
+    assert agent.batches[-1] == ["four@remote.test"]
     agent.release_all()
     await h.settle()
     await h.qmgr.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_wakeups_wait_for_qmgr_scan_spacing(tmp_path, logs):
+    """New mail within qmgr_scan_spacing of the last scan waits for the spacing, then one scan takes it all."""
+    h = _harness(tmp_path, "default_transport = discard:x\nqmgr_scan_spacing = 1s\n")
+    h.qmgr.start()
+    h.clock.advance(0)  # the first scan runs at once
+    await wait_until(lambda: not h.qmgr._filling, h.clock)
+    queued = sorted([await h.submit("a@example.org", ["b@remote.test"]) for _ in range(2)])
+    for _ in range(5):
+        h.clock.advance(0.1)  # half the spacing in all: still waiting
+        await task.deferLater(reactor, 0.01, lambda: None)
+    assert h.queue.list("incoming") == queued
+    h.clock.advance(1)
+    await h.settle()
+    await h.qmgr.stop()
+    assert [q for q in queued if logs.matching("%s: removed" % q)] == queued
