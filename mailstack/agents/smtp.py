@@ -26,20 +26,41 @@ MX host; when all fail the recipients are deferred with the last reason
 reply bounces (``host mx[ip] said: 550 ... (in reply to RCPT TO
 command)``).  ``relay=`` in the log is ``host[ip]:port``.
 
+**Generic mapping** (Postfix generic(5), ``smtp_generic_maps``): on the
+way out, the envelope sender, each envelope recipient and the addresses in
+From:, To:, Cc: and the other address headers are looked up as
+``user@domain``, then ``user`` when the domain is local (``$myorigin``,
+``$mydestination``, ``$inet_interfaces``), then ``@domain``; a result
+replaces the address, and a result ``@domain`` keeps the user part.  An
+address extension the key did not have is kept only when
+``propagate_unmatched_extensions`` lists ``generic``.  The queue file is
+not changed: a deferred message is mapped again at each attempt, and
+``to=<...>`` in the log stays the address as it was queued.  A table that
+cannot answer defers the whole request (``4.3.0``).
+
 Parameters read: ``smtp_helo_name``, ``smtp_connect_timeout``,
 ``smtp_helo_timeout``, ``smtp_data_done_timeout``,
-``smtp_tls_security_level``, ``smtp_dns_servers``, ``inet_protocols``.
+``smtp_tls_security_level``, ``smtp_dns_servers``, ``inet_protocols``,
+``smtp_generic_maps``, ``recipient_delimiter``,
+``propagate_unmatched_extensions``.
 """
 
 import socket
 
 from twisted.internet import defer, endpoints, error, ssl
+from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
 from mailstack.agents.base import DeliveryStatus
+from mailstack.cleanup.headers import field_addresses, rewrite_address_fields
+from mailstack.common.address import split_address
+from mailstack.tables.base import TableTemporaryError
 
 PARAMS = ("smtp_helo_name", "smtp_connect_timeout", "smtp_helo_timeout", "smtp_data_done_timeout",
-          "smtp_tls_security_level", "smtp_dns_servers", "inet_protocols")
+          "smtp_tls_security_level", "smtp_dns_servers", "inet_protocols", "smtp_generic_maps",
+          "recipient_delimiter", "propagate_unmatched_extensions")
+
+log = Logger(namespace="mailstack.smtp")
 
 
 class _Failure(Exception):
@@ -247,16 +268,66 @@ class SMTPAgent:
         reactor: for connections, timers and the DNS thread pool.
         dns: a :class:`DNSLookup` (built from the configuration when None).
         name: the transport name used in logs (``smtp`` or ``relay``).
+        generic_maps: the ``smtp_generic_maps`` tables (:class:`~mailstack.tables.maps.Maps`), or None.
+        is_local: the local-domain test for ``user`` keys (:class:`~mailstack.tables.maps.LocalDomains`).
     """
 
-    def __init__(self, config, reactor, dns=None, name="smtp"):
+    def __init__(self, config, reactor, dns=None, name="smtp", generic_maps=None, is_local=None):
         self.config = config
         self.reactor = reactor
         self.name = name
         self.dns = dns or DNSLookup(reactor, config["smtp_dns_servers"],
                                     config["inet_protocols"] in ("all", "ipv6"))
+        self.generic_maps = generic_maps
+        self.is_local = is_local
+
+    async def generic(self, address):
+        """Return ``address`` mapped through ``smtp_generic_maps`` (itself when nothing matches).
+
+        Raises:
+            TableTemporaryError: a table could not answer.
+        """
+        if not address or not self.generic_maps:
+            return address
+        delimiters = self.config["recipient_delimiter"]
+        match = await self.generic_maps.find_address(address, "virtual", delimiters, self.is_local)
+        if match is None:
+            return address
+        value = match.value.split(",")[0].strip()
+        local, _ = split_address(address)
+        if value.startswith("@"):
+            # "@domain": the domain changes, the user stays (without the extension the key lacked).
+            value = (local if match.extension is None else local[:len(local) - len(match.extension)]) + value
+        if match.extension and "generic" in self.config["propagate_unmatched_extensions"]:
+            vlocal, vdomain = split_address(value)
+            value = "%s%s@%s" % (vlocal, match.extension, vdomain) if "@" in value else vlocal + match.extension
+        return value
+
+    async def _generic_content(self, content):
+        """Map the addresses of the header fields of ``content`` (LF line ends); the body is untouched."""
+        end = content.find(b"\n\n")
+        block = content if end < 0 else content[:end + 1]
+        mapped = {}
+        for address, _ in field_addresses(block):
+            if address not in mapped:
+                mapped[address] = await self.generic(address)
+        if all(new == old for old, new in mapped.items()):
+            return content
+        return rewrite_address_fields(block, lambda address, cls: mapped.get(address, address)) + content[len(block):]
 
     async def deliver(self, request):
+        if self.generic_maps:
+            try:
+                sender = await self.generic(request.envelope.sender)
+                addresses = {r.index: await self.generic(r.address) for r in request.recipients}
+            except TableTemporaryError as err:
+                log.warn("smtp_generic_maps lookup error: {err}", err=err)
+                return self._all(request.recipients, _Failure("4.3.0", "smtp_generic_maps lookup failure"), "none")
+        else:
+            sender, addresses = request.envelope.sender, {r.index: r.address for r in request.recipients}
+        return await self._deliver(request, sender, addresses)
+
+    async def _deliver(self, request, sender, addresses):
         host, port, mx = parse_nexthop(request.nexthop)
         try:
             targets = await self.dns.targets(host, mx)
@@ -267,7 +338,7 @@ class SMTPAgent:
         for name, ip in targets:
             relay = "%s[%s]:%d" % (name, ip, port)
             try:
-                return await self._session(request, name, ip, port, relay)
+                return await self._session(request, name, ip, port, relay, sender, addresses)
             except _Failure as err:
                 last = err
                 if not (err.try_next or err.temporary):
@@ -328,10 +399,10 @@ class SMTPAgent:
         await self._expect(proto, name, ip, "HELO")
         return {}
 
-    async def _session(self, request, name, ip, port, relay):
+    async def _session(self, request, name, ip, port, relay, sender, addresses):
         proto = await self._connect(name, ip, port)
         try:
-            return await self._transaction(proto, request, name, ip, relay)
+            return await self._transaction(proto, request, name, ip, relay, sender, addresses)
         finally:
             if proto.transport is not None and proto.transport.connected:
                 try:
@@ -340,7 +411,7 @@ class SMTPAgent:
                     pass
                 proto.transport.loseConnection()
 
-    async def _transaction(self, proto, request, name, ip, relay):
+    async def _transaction(self, proto, request, name, ip, relay, sender, addresses):
         await self._expect(proto, name, ip, "greeting")
         extensions = await self._hello(proto, name, ip)
         level = self.config["smtp_tls_security_level"]
@@ -351,8 +422,15 @@ class SMTPAgent:
             extensions = await self._hello(proto, name, ip)
         elif level == "encrypt":
             raise _Failure("4.7.4", "TLS is required, but was not offered by host %s[%s]" % (name, ip))
-        content = wire_format(await request.read_content())
-        mail = "MAIL FROM:<%s>" % request.envelope.sender
+        content = await request.read_content()
+        if self.generic_maps:
+            try:
+                content = await self._generic_content(content)
+            except TableTemporaryError as err:
+                log.warn("smtp_generic_maps lookup error: {err}", err=err)
+                raise _Failure("4.3.0", "smtp_generic_maps lookup failure") from None
+        content = wire_format(content)
+        mail = "MAIL FROM:<%s>" % sender
         if "SIZE" in extensions:
             mail += " SIZE=%d" % len(content)
         if request.envelope.body_type == "8BITMIME" and "8BITMIME" in extensions:
@@ -368,7 +446,7 @@ class SMTPAgent:
         await self._expect(proto, name, ip, "MAIL FROM")
         statuses, accepted = [], []
         for rcpt in request.recipients:
-            command = "RCPT TO:<%s>" % rcpt.address
+            command = "RCPT TO:<%s>" % addresses[rcpt.index]
             if dsn_ok and rcpt.notify:
                 command += " NOTIFY=" + ",".join(rcpt.notify)
             if dsn_ok and rcpt.orcpt:

@@ -38,12 +38,11 @@ FILES
 
 import email.utils
 import ipaddress
-import re
 import time
 
 from twisted.logger import Logger
 
-from mailstack.cleanup.headers import HeaderStream, split_header_block
+from mailstack.cleanup.headers import HeaderStream, rewrite_address_fields
 from mailstack.cleanup.rewrite import AddressRewriter
 from mailstack.common.address import quote_address
 from mailstack.common.reply import PermanentReject
@@ -52,16 +51,6 @@ from mailstack.queue import Recipient
 log = Logger(namespace="mailstack.cleanup")
 
 # Header fields whose addresses are rewritten, by masquerade/canonical class.
-_SENDER_FIELDS = (b"from", b"sender", b"reply-to", b"resent-from", b"resent-sender", b"resent-reply-to",
-                  b"errors-to", b"return-receipt-to", b"disposition-notification-to")
-_RECIPIENT_FIELDS = (b"to", b"cc", b"bcc", b"resent-to", b"resent-cc", b"resent-bcc", b"apparently-to")
-
-# A header value that is one plain address, bare or in angle brackets after an
-# optional plain display name (what most software writes): its address is taken
-# without email.utils, and a field whose address does not change is kept as is.
-_ATEXT = rb"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+"
-_SIMPLE_FIELD = re.compile(rb"^[ \t]*(?:[A-Za-z0-9 _.-]*<(" + _ATEXT + rb")>|(" + _ATEXT + rb"))[ \t]*\r?\n?$")
-
 __all__ = ["Cleanup", "CleanupWriter", "AddressRewriter"]
 
 
@@ -236,40 +225,7 @@ class CleanupWriter:
         """Rewrite addresses in From:, To:, Cc:... for local_header_rewrite_clients (Postfix cleanup)."""
         if not self._cleanup.is_local_header_client(self._envelope):
             return block
-        out = []
-        for field in split_header_block(block):
-            name, colon, value = field.partition(b":")
-            lname = name.strip().lower()
-            cls = ("header_sender" if lname in _SENDER_FIELDS else
-                   "header_recipient" if lname in _RECIPIENT_FIELDS else None)
-            out.append(self._rewrite_field(name, value, cls) if cls and colon else field)
-        return b"".join(out)
-
-    def _rewrite_field(self, name, value, cls):
-        simple = _SIMPLE_FIELD.match(value)
-        if simple is not None:
-            address = (simple.group(1) or simple.group(2)).decode("ascii")
-            if self._cleanup.rewriter.header_address(address, cls) == address:
-                return name + b":" + value
-        ending = b"\r\n" if value.endswith(b"\r\n") else b"\n" if value.endswith(b"\n") else b""
-        text = value.decode("utf-8", "surrogateescape")
-        pairs = email.utils.getaddresses([" ".join(text.split())])
-        if not pairs or any(not address or "@" in display for display, address in pairs):
-            return name + b":" + value  # groups, empty or odd syntax: leave it alone
-        rewriter = self._cleanup.rewriter
-        new = [(display, rewriter.header_address(address, cls)) for display, address in pairs]
-        if new == pairs:
-            return name + b":" + value
-        items = []
-        for display, address in new:
-            address = quote_address(address)
-            if not display:
-                items.append(address)
-            elif display.isascii():
-                items.append(email.utils.formataddr((display, address)))
-            else:
-                items.append("%s <%s>" % (display, address))
-        return name + b": " + ", ".join(items).encode("utf-8", "surrogateescape") + ending
+        return rewrite_address_fields(block, self._cleanup.rewriter.header_address)
 
     async def finish(self, envelope):
         """Rewrite the envelope, queue the message durably and return its queue id.

@@ -16,7 +16,10 @@ that is neither a header field (``name:``) nor a continuation line
 any content, as Postfix's smtpd does.
 """
 
+import email.utils
 import re
+
+from mailstack.common.address import quote_address
 
 _FIELD_RE = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 
@@ -123,3 +126,92 @@ def parse_fields(block):
 def split_header_block(block):
     """Split a header block into its logical header fields (bytes, folding and line ends kept)."""
     return [f for f in re.split(rb"(?<=\n)(?![ \t])", block) if f]
+
+
+# -- address fields (cleanup's header rewriting, the SMTP client's smtp_generic_maps) --
+
+SENDER_FIELDS = (b"from", b"sender", b"reply-to", b"resent-from", b"resent-sender", b"resent-reply-to",
+                  b"errors-to", b"return-receipt-to", b"disposition-notification-to")
+RECIPIENT_FIELDS = (b"to", b"cc", b"bcc", b"resent-to", b"resent-cc", b"resent-bcc", b"apparently-to")
+
+# A header value that is one plain address, bare or in angle brackets after an
+# optional plain display name (what most software writes): its address is taken
+# without email.utils, and a field whose address does not change is kept as is.
+_ATEXT = rb"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+"
+_SIMPLE_FIELD = re.compile(rb"^[ \t]*(?:[A-Za-z0-9 _.-]*<(" + _ATEXT + rb")>|(" + _ATEXT + rb"))[ \t]*\r?\n?$")
+
+
+def field_class(name):
+    """Return ``header_sender``, ``header_recipient`` or None for a field name (bytes, any case)."""
+    lname = name.strip().lower()
+    if lname in SENDER_FIELDS:
+        return "header_sender"
+    if lname in RECIPIENT_FIELDS:
+        return "header_recipient"
+    return None
+
+
+def _field_pairs(value):
+    """Return the (display, address) pairs of a field value, or None for groups and odd syntax."""
+    text = value.decode("utf-8", "surrogateescape")
+    pairs = email.utils.getaddresses([" ".join(text.split())])
+    if not pairs or any(not address or "@" in display for display, address in pairs):
+        return None
+    return pairs
+
+
+def field_addresses(block):
+    """Return the set of ``(address, class)`` in a header block's sender and recipient fields."""
+    found = set()
+    for field in split_header_block(block):
+        name, colon, value = field.partition(b":")
+        cls = field_class(name) if colon else None
+        if cls is None:
+            continue
+        simple = _SIMPLE_FIELD.match(value)
+        if simple is not None:
+            found.add(((simple.group(1) or simple.group(2)).decode("ascii"), cls))
+            continue
+        for _, address in _field_pairs(value) or ():
+            found.add((address, cls))
+    return found
+
+
+def rewrite_address_fields(block, rewrite):
+    """Return ``block`` with each address of From:, To:, Cc:... replaced by ``rewrite(address, class)``.
+
+    A field whose addresses do not change keeps its exact bytes; one that
+    changes is written again (``Display <address>``, one line).  Groups,
+    empty fields and syntax email.utils cannot take apart are left alone.
+    """
+    out = []
+    for field in split_header_block(block):
+        name, colon, value = field.partition(b":")
+        cls = field_class(name) if colon else None
+        out.append(_rewrite_field(name, value, cls, rewrite) if cls else field)
+    return b"".join(out)
+
+
+def _rewrite_field(name, value, cls, rewrite):
+    simple = _SIMPLE_FIELD.match(value)
+    if simple is not None:
+        address = (simple.group(1) or simple.group(2)).decode("ascii")
+        if rewrite(address, cls) == address:
+            return name + b":" + value
+    pairs = _field_pairs(value)
+    if pairs is None:
+        return name + b":" + value
+    new = [(display, rewrite(address, cls)) for display, address in pairs]
+    if new == pairs:
+        return name + b":" + value
+    ending = b"\r\n" if value.endswith(b"\r\n") else b"\n" if value.endswith(b"\n") else b""
+    items = []
+    for display, address in new:
+        address = quote_address(address)
+        if not display:
+            items.append(address)
+        elif display.isascii():
+            items.append(email.utils.formataddr((display, address)))
+        else:
+            items.append("%s <%s>" % (display, address))
+    return name + b": " + ", ".join(items).encode("utf-8", "surrogateescape") + ending

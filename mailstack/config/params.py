@@ -432,6 +432,8 @@ _ALL += _group(
      "SMTP client TLS: none, may (STARTTLS when offered, unverified) or encrypt (STARTTLS required)."),
     ("smtp_dns_servers", T.LIST, "",
      "DNS servers (address or address:port) the SMTP client asks for MX and A records; empty: /etc/resolv.conf."),
+    ("smtp_generic_maps", T.MAPS, "",
+     "Address mapping the SMTP client applies to the envelope and the From:/To:/Cc:... headers of mail it sends."),
 )
 
 _ALL += _group(

@@ -78,6 +78,10 @@ class _Parts:
         specs = self.config[name]
         return self.tables.maps(specs, name) if specs else None
 
+    def local_domains(self):
+        from mailstack.tables.maps import LocalDomains
+        return LocalDomains(self.config, self.tables)
+
 
 def _user_lookup(ctx, config):
     try:
@@ -97,9 +101,11 @@ TRANSPORTS = (
               "local delivery: aliases, .forward, maildir, commands, files"),
     Transport("virtual", lambda p: VirtualAgent(p.config, p.mailboxes, p.maps("virtual_mailbox_maps"), p.users),
               "virtual mailbox domains to maildir"),
-    Transport("smtp", lambda p: SMTPAgent(p.config, p.ctx.reactor, name="smtp"),
+    Transport("smtp", lambda p: SMTPAgent(p.config, p.ctx.reactor, name="smtp",
+                                          generic_maps=p.maps("smtp_generic_maps"), is_local=p.local_domains()),
               "SMTP client: MX lookup or the next hop, STARTTLS"),
-    Transport("relay", lambda p: SMTPAgent(p.config, p.ctx.reactor, name="relay"),
+    Transport("relay", lambda p: SMTPAgent(p.config, p.ctx.reactor, name="relay",
+                                           generic_maps=p.maps("smtp_generic_maps"), is_local=p.local_domains()),
               "SMTP client for $relay_domains"),
     Transport("error", lambda p: ErrorAgent(), "always fail with the next-hop text"),
     Transport("discard", lambda p: DiscardAgent(), "always succeed, write nothing"),

@@ -130,3 +130,70 @@ async def test_starttls_encrypt(tmp_path, logs):
     assert not plain.received
     assert "dsn=4.7.4, status=deferred (TLS is required, but was not offered by host 127.0.0.1[127.0.0.1])" \
         in logs.matching("to=<plain@remote.test>")[0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_smtp_generic_maps_rewrite_envelope_and_headers_on_the_way_out(tmp_path, peer, logs):
+    """generic(5): the envelope sender, recipients and From:/To: are mapped when sent; the body, other headers
+    and the queued file are not; an unmatched extension is dropped unless propagate_unmatched_extensions says generic."""
+    from mailstack.tables.maps import LocalDomains
+    from mailstack.tables.registry import Tables
+    factory, port = peer
+    settings = ("relayhost = [127.0.0.1]:%d\nrecipient_delimiter = +\n"
+                "smtp_generic_maps = inline:{ alice@mail.example.test=alice.doe@isp.example, "
+                "dave@internal.example=d@public.example, @internal.example=@public.example }\n" % port)
+    h = Harness(tmp_path, settings)
+    tables = Tables(reactor, str(tmp_path))
+    h.agents["smtp"] = SMTPAgent(h.config, reactor, generic_maps=tables.maps(h.config["smtp_generic_maps"]),
+                                 is_local=LocalDomains(h.config, tables))
+    h.qmgr.start()
+    body = (b"From: Alice <alice@mail.example.test>\nTo: bob+news@internal.example, carol@remote.test\n"
+            b"Subject: alice@mail.example.test\n\nbody mentions alice@mail.example.test\n")
+    queue_id = await h.submit("alice@mail.example.test",
+                              ["bob+news@internal.example", "dave+x@internal.example", "carol@remote.test"], body)
+    await h.settle()
+    await h.qmgr.stop()
+    # "@domain" keeps the whole local part; "dave@..." matched without the extension, which is dropped.
+    assert sorted((s, r) for s, r, _ in factory.received) == [
+        ("alice.doe@isp.example", "bob+news@public.example"), ("alice.doe@isp.example", "carol@remote.test"),
+        ("alice.doe@isp.example", "d@public.example")]
+    sent = factory.received[0][2]
+    assert b"From: Alice <alice.doe@isp.example>\n" in sent
+    assert b"To: bob+news@public.example, carol@remote.test\n" in sent
+    assert b"Subject: alice@mail.example.test\n" in sent and sent.endswith(b"body mentions alice@mail.example.test")
+    # The log names the recipient as queued (Postfix logs the original address too).
+    assert logs.matching("to=<bob+news@internal.example>")[0].count("status=sent")
+    assert not h.queue.list("deferred") and queue_id not in h.queue.list("incoming")
+
+
+@pytest_twisted.ensureDeferred
+async def test_smtp_generic_maps_failure_defers(tmp_path, peer, logs):
+    """A generic table that cannot answer defers the request instead of sending unmapped addresses."""
+    from mailstack.tables.registry import Tables
+    factory, port = peer
+    h = Harness(tmp_path, "relayhost = [127.0.0.1]:%d\nsmtp_generic_maps = fail:broken\n" % port)
+    tables = Tables(reactor, str(tmp_path))
+    h.agents["smtp"] = SMTPAgent(h.config, reactor, generic_maps=tables.maps(h.config["smtp_generic_maps"]))
+    h.qmgr.start()
+    queue_id = await h.submit("alice@mail.example.test", ["carol@remote.test"])
+    await h.settle()
+    await h.qmgr.stop()
+    assert factory.received == []
+    assert "status=deferred (smtp_generic_maps lookup failure)" in logs.matching("to=<carol@remote.test>")[0]
+    assert queue_id in h.queue.list("deferred")
+
+
+@pytest_twisted.ensureDeferred
+async def test_smtp_generic_maps_keep_the_extension_when_told(tmp_path):
+    """propagate_unmatched_extensions = generic keeps +ext on a user@domain match; user keys apply to local domains."""
+    from mailstack.tables.maps import LocalDomains
+    from mailstack.tables.registry import Tables
+    h = Harness(tmp_path, "recipient_delimiter = +\npropagate_unmatched_extensions = canonical, virtual, generic\n"
+                          "smtp_generic_maps = inline:{ dave@internal.example=d@public.example, root=admin@isp.example }\n")
+    tables = Tables(reactor, str(tmp_path))
+    agent = SMTPAgent(h.config, reactor, generic_maps=tables.maps(h.config["smtp_generic_maps"]),
+                      is_local=LocalDomains(h.config, tables))
+    assert await agent.generic("dave+x@internal.example") == "d+x@public.example"
+    assert await agent.generic("root@mail.example.test") == "admin@isp.example"
+    assert await agent.generic("root@elsewhere.example") == "root@elsewhere.example"
+    assert await agent.generic("") == ""
