@@ -225,7 +225,14 @@ class QueueManager:
         if self._filling:
             scanned = defer.Deferred()
             self._scan_waiters.append(scanned)
-            return scanned.addCallback(lambda _: self._drain(grace))
+            # A scan stuck on the disk does not hold the stop past the grace time.
+            timer = self.clock.callLater(grace, lambda: None if scanned.called else scanned.callback(None))
+
+            def scan_over(_):
+                if timer.active():
+                    timer.cancel()
+                return self._drain(grace)
+            return scanned.addCallback(scan_over)
         return self._drain(grace)
 
     def _drain(self, grace):
@@ -345,7 +352,8 @@ class QueueManager:
             self._filling = False
             waiters, self._scan_waiters = self._scan_waiters, []
             for waiter in waiters:
-                waiter.callback(None)
+                if not waiter.called:
+                    waiter.callback(None)
         if self._fill_again:
             self.wakeup()  # woken during the scan: another one, spaced
 

@@ -1,6 +1,7 @@
 """The queue manager: activation, scheduling, deferral and backoff, lifetimes, recovery (clock-driven)."""
 
 import os
+import threading
 
 import pytest
 import pytest_twisted
@@ -9,7 +10,7 @@ from twisted.internet import defer, reactor, task
 from mailstack.agents.base import DeliveryStatus
 from mailstack.agents.simple import DiscardAgent, ErrorAgent
 from mailstack.queue import Envelope, MailQueue, Recipient, qfile
-from mailstack.queue.qmgr import format_delay, read_defer_log
+from mailstack.queue.qmgr import QueueManager, format_delay, read_defer_log
 from tests.queue.harness import Harness, LogCapture, wait_until
 
 
@@ -427,3 +428,34 @@ async def test_wakeups_wait_for_qmgr_scan_spacing(tmp_path, logs):
     await h.settle()
     await h.qmgr.stop()
     assert [q for q in queued if logs.matching("%s: removed" % q)] == queued
+
+
+class _GatedQueue(MailQueue):
+    """A real MailQueue whose listing of incoming/ (in the scan's thread job) waits for the test."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gate = threading.Event()
+
+    def list(self, queue):
+        if queue == "incoming":
+            self.gate.wait(10)
+        return super().list(queue)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_waits_for_a_scan_under_way(tmp_path):
+    """stop() during a scan returns after it; what the scan claimed stays in active/ untried, for recovery."""
+    agent = RecordingAgent()
+    h = Harness(tmp_path, "default_transport = recording\ntransport_maps =\n", {"recording": agent})
+    queue = _GatedQueue(h.queue.directory, reactor, hostname="mail.example.test")
+    queued = await h.submit("a@example.org", ["b@remote.test"])
+    qmgr = QueueManager(queue, h.config, h.agents, h.resolver, h.bouncer, h.clock)
+    qmgr.start()
+    h.clock.advance(0)
+    await wait_until(lambda: qmgr._filling, h.clock)
+    stopped = qmgr.stop()
+    assert not stopped.called
+    queue.gate.set()
+    await stopped
+    assert queue.list("active") == [queued] and agent.batches == []
