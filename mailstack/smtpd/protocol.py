@@ -507,6 +507,7 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
         self._bdat_started = False
         self._bdat_failed = None
         self._data_ok = False
+        self._store_error = None        # a QueueError met while content streamed in
 
     def _abort_writer(self):
         if self._writer is not None:

@@ -130,7 +130,13 @@ class TransferCommands:
         if self._mode == "data" and b"\n" in chunk and chunk.count(b"\n") != chunk.count(b"\r\n"):
             if self._bare_newline_forbidden():
                 self._bare_lf = True
-        self._writer.write(chunk)
+        try:
+            self._writer.write(chunk)
+        except QueueError as err:
+            # The queue file could not take the content (a full disk): read
+            # the rest of the message and answer 452/451 at its end.
+            self._store_error = err
+            self._abort_writer()
 
     def _abort_writer_keep_id(self):
         self._writer.abort()
@@ -155,6 +161,10 @@ class TransferCommands:
                 self._abort_writer()
                 self._reset_transaction()
                 return verdict.reply
+            if self._store_error is not None:
+                err = self._store_error
+                self._reset_transaction()
+                return self._queue_failure(err)
             writer, self._writer = self._writer, None
             try:
                 queue_id = await writer.finish(self._envelope())
@@ -162,16 +172,20 @@ class TransferCommands:
                 self._reset_transaction()
                 return rej
             except QueueError as err:
-                log.warn("{client}: queue file write error: {err}", client=self.peer, err=err, service=self.service)
                 self._reset_transaction()
-                if getattr(err, "enospc", False):
-                    return (452, "4.3.1", "Error: insufficient system storage")
-                return (451, "4.3.0", "Error: queue file write error")
+                return self._queue_failure(err)
             self._reset_transaction()
             self.junk_count = 0  # Postfix: the junk command count is reset after mail is delivered
             return (250, "2.0.0", "Ok: queued as %s" % queue_id)
         finally:
             self._mode = "command"
+
+    def _queue_failure(self, err):
+        """Log a queue write failure and return its reply: 452 4.3.1 for a full disk, else 451 4.3.0."""
+        log.warn("{client}: queue file write error: {err}", client=self.peer, err=err, service=self.service)
+        if err.enospc:
+            return (452, "4.3.1", "Error: insufficient system storage")
+        return (451, "4.3.0", "Error: queue file write error")
 
     def smtp_bdat(self, arg):
         words = arg.split()
