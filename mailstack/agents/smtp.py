@@ -14,7 +14,13 @@ A name that does not exist bounces (``5.4.4``); a DNS failure defers
 
 **Session.**  Greeting, ``EHLO`` (``HELO`` when EHLO is refused),
 ``STARTTLS`` per ``smtp_tls_security_level`` (``may``: when offered, not
-verified; ``encrypt``: required), ``MAIL FROM`` with ``SIZE`` and
+verified; ``encrypt``: required; ``verify`` and ``secure``: required, and
+the certificate must be trusted and match a name, see
+:mod:`mailstack.agents.smtp_tls`), ``AUTH`` when
+``smtp_sasl_auth_enable`` is set and ``smtp_sasl_password_maps`` has an
+entry for the server (see :mod:`mailstack.agents.smtp_sasl`; a failed
+login defers, ``SASL authentication failed; server host[ip] said: 535
+...``), ``MAIL FROM`` with ``SIZE`` and
 ``BODY=8BITMIME`` when offered (and the DSN parameters ``RET``,
 ``ENVID``, ``NOTIFY``, ``ORCPT`` when the server offers ``DSN``, RFC 3461),
 ``RCPT TO`` per recipient (each reply
@@ -42,23 +48,37 @@ Parameters read: ``smtp_helo_name``, ``smtp_connect_timeout``,
 ``smtp_helo_timeout``, ``smtp_data_done_timeout``,
 ``smtp_tls_security_level``, ``smtp_dns_servers``, ``inet_protocols``,
 ``smtp_generic_maps``, ``recipient_delimiter``,
-``propagate_unmatched_extensions``.
+``propagate_unmatched_extensions``, ``smtp_tls_CAfile``,
+``smtp_tls_verify_cert_match``, ``smtp_tls_secure_cert_match``,
+``smtp_sasl_auth_enable``, ``smtp_sasl_password_maps``,
+``smtp_sasl_mechanism_filter``, ``smtp_sasl_security_options``,
+``smtp_sasl_tls_security_options``, ``smtp_sasl_auth_soft_bounce``.
 """
 
+import base64
+import binascii
 import socket
 
-from twisted.internet import defer, endpoints, error, ssl
+from twisted.internet import defer, endpoints, error
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
+from zope.interface import implementer
 
+from mailstack.agents import smtp_sasl, smtp_tls
 from mailstack.agents.base import DeliveryStatus
+from mailstack.auth.mechs.client import ClientError, client_for
 from mailstack.cleanup.headers import field_addresses, rewrite_address_fields
 from mailstack.common.address import split_address
+from mailstack.config.maincf import ConfigError
 from mailstack.tables.base import TableTemporaryError
 
 PARAMS = ("smtp_helo_name", "smtp_connect_timeout", "smtp_helo_timeout", "smtp_data_done_timeout",
           "smtp_tls_security_level", "smtp_dns_servers", "inet_protocols", "smtp_generic_maps",
-          "recipient_delimiter", "propagate_unmatched_extensions")
+          "recipient_delimiter", "propagate_unmatched_extensions", "smtp_tls_CAfile",
+          "smtp_tls_verify_cert_match", "smtp_tls_secure_cert_match", "smtp_sasl_auth_enable",
+          "smtp_sasl_password_maps", "smtp_sasl_mechanism_filter", "smtp_sasl_security_options",
+          "smtp_sasl_tls_security_options", "smtp_sasl_auth_soft_bounce")
 
 log = Logger(namespace="mailstack.smtp")
 
@@ -69,6 +89,7 @@ class _Failure(Exception):
     def __init__(self, dsn, text, remote="", try_next=False):
         super().__init__(text)
         self.dsn, self.text, self.remote, self.try_next = dsn, text, remote, try_next
+        self.connected = False  # set once a session was under way: the log names the relay
 
     @property
     def temporary(self):
@@ -188,6 +209,7 @@ class DNSLookup:
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._targets, host, mx)
 
 
+@implementer(IHandshakeListener)
 class _ClientProtocol(LineOnlyReceiver):
     """Line transport with a queue of reply waiters; multi-line replies are joined."""
 
@@ -200,6 +222,7 @@ class _ClientProtocol(LineOnlyReceiver):
         self._waiters = []
         self.lost = defer.Deferred()
         self.connected_done = defer.Deferred()
+        self.handshake = None
 
     def connectionMade(self):
         self.connected_done.callback(self)
@@ -216,7 +239,20 @@ class _ClientProtocol(LineOnlyReceiver):
             else:
                 self._replies.append(reply)
 
+    def start_tls(self, creator, reactor, timeout):
+        """Start the TLS handshake; return a Deferred that fires when it completes."""
+        self.handshake = defer.Deferred()
+        self.handshake.addTimeout(timeout, reactor)
+        self.transport.startTLS(creator)
+        return self.handshake
+
+    def handshakeCompleted(self):
+        if self.handshake is not None and not self.handshake.called:
+            self.handshake.callback(None)
+
     def connectionLost(self, reason=None):
+        if self.handshake is not None and not self.handshake.called:
+            self.handshake.errback(_Failure("4.7.5", "Cannot start TLS: handshake failure"))
         for waiter in self._waiters:
             waiter.errback(_Failure("4.4.2", "lost connection"))
         self._waiters = []
@@ -270,9 +306,15 @@ class SMTPAgent:
         name: the transport name used in logs (``smtp`` or ``relay``).
         generic_maps: the ``smtp_generic_maps`` tables (:class:`~mailstack.tables.maps.Maps`), or None.
         is_local: the local-domain test for ``user`` keys (:class:`~mailstack.tables.maps.LocalDomains`).
+        sasl_password_maps: the ``smtp_sasl_password_maps`` tables, or None.
+
+    Raises:
+        ConfigError: ``smtp_sasl_auth_enable = yes`` without password tables, or an unknown
+            SASL security option.
     """
 
-    def __init__(self, config, reactor, dns=None, name="smtp", generic_maps=None, is_local=None):
+    def __init__(self, config, reactor, dns=None, name="smtp", generic_maps=None, is_local=None,
+                 sasl_password_maps=None):
         self.config = config
         self.reactor = reactor
         self.name = name
@@ -280,6 +322,19 @@ class SMTPAgent:
                                     config["inet_protocols"] in ("all", "ipv6"))
         self.generic_maps = generic_maps
         self.is_local = is_local
+        self.tls = smtp_tls.ClientTLS(config["smtp_tls_CAfile"])
+        self.sasl_password_maps = sasl_password_maps
+        self.sasl_enabled = config["smtp_sasl_auth_enable"]
+        if self.sasl_enabled and not sasl_password_maps:
+            raise ConfigError("smtp_sasl_auth_enable = yes: specify a password table via the "
+                              "smtp_sasl_password_maps configuration parameter")
+        try:
+            self.sasl_options = smtp_sasl.check_security_options(
+                config["smtp_sasl_security_options"], "smtp_sasl_security_options")
+            self.sasl_tls_options = smtp_sasl.check_security_options(
+                config["smtp_sasl_tls_security_options"], "smtp_sasl_tls_security_options")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
     async def generic(self, address):
         """Return ``address`` mapped through ``smtp_generic_maps`` (itself when nothing matches).
@@ -343,7 +398,7 @@ class SMTPAgent:
                 last = err
                 if not (err.try_next or err.temporary):
                     return self._all(request.recipients, err, relay)
-        return self._all(request.recipients, last, relay if last.remote else "none")
+        return self._all(request.recipients, last, relay if last.remote or last.connected else "none")
 
     def _all(self, recipients, failure, relay):
         action = "deferred" if failure.temporary else "bounced"
@@ -403,6 +458,9 @@ class SMTPAgent:
         proto = await self._connect(name, ip, port)
         try:
             return await self._transaction(proto, request, name, ip, relay, sender, addresses)
+        except _Failure as err:
+            err.connected = True
+            raise
         finally:
             if proto.transport is not None and proto.transport.connected:
                 try:
@@ -411,17 +469,142 @@ class SMTPAgent:
                     pass
                 proto.transport.loseConnection()
 
+    async def _starttls(self, proto, request, name, ip, relay, extensions):
+        """STARTTLS per ``smtp_tls_security_level``; return the TLS session, or None for plaintext.
+
+        Raises:
+            _Failure: TLS required but not offered or unavailable (4.7.4, 4.7.5), a failed handshake
+                or an unverified certificate at ``verify``/``secure`` (4.7.5).
+        """
+        level = self.config["smtp_tls_security_level"]
+        if level not in ("may",) + smtp_tls.MANDATORY_LEVELS:
+            return None
+        if "STARTTLS" not in extensions:
+            if level in smtp_tls.MANDATORY_LEVELS:
+                raise _Failure("4.7.4", "TLS is required, but was not offered by host %s[%s]" % (name, ip))
+            return None
+        try:
+            session = self.tls.session()
+        except smtp_tls.TLSSetupError as err:
+            log.warn("{err}", err=err)
+            if level in smtp_tls.MANDATORY_LEVELS:
+                raise _Failure("4.7.5", "TLS is required, but our TLS engine is unavailable") from None
+            return None
+        proto.command("STARTTLS")
+        await self._expect(proto, name, ip, "STARTTLS")
+        try:
+            await proto.start_tls(session, self.reactor, self.config["smtp_helo_timeout"])
+        except defer.TimeoutError:
+            raise _Failure("4.7.5", "Cannot start TLS: handshake failure", try_next=True) from None
+        except _Failure as err:
+            raise _Failure(err.dsn, err.text, try_next=True) from None
+        self._check_peer(session, level, name, request.nexthop, relay)
+        return session
+
+    def _check_peer(self, session, level, name, nexthop, relay):
+        """Log the TLS outcome as Postfix does; at ``verify``/``secure`` refuse an unverified peer."""
+        cert = session.certificate
+        verify = level in smtp_tls.VERIFIED_LEVELS
+        if cert is None:
+            trust = "Anonymous"
+        elif not session.trusted:
+            trust = "Untrusted"
+            if verify:
+                log.info("server certificate verification failed for {relay}: {why}", relay=relay,
+                         why=session.verify_error_text())
+        elif verify:
+            strategies = self.config["smtp_tls_secure_cert_match" if level == "secure"
+                                     else "smtp_tls_verify_cert_match"]
+            patterns = smtp_tls.match_patterns(strategies, name, parse_nexthop(nexthop)[0])
+            names = smtp_tls.certificate_names(cert)
+            if smtp_tls.matching_name(names, patterns) is not None:
+                trust = "Verified"
+            else:
+                trust = "Trusted"
+                log.info("server certificate verification failed for {relay}: name mismatch "
+                         "(certificate names: {names}; wanted: {patterns})", relay=relay,
+                         names=", ".join(names) or "none", patterns=", ".join(patterns))
+        else:
+            trust = "Trusted"
+        log.info("{trust} TLS connection established to {relay}: {how}", trust=trust, relay=relay,
+                 how=session.describe())
+        if verify and trust != "Verified":
+            raise _Failure("4.7.5", "Server certificate not verified", try_next=True)
+
+    async def _login(self, proto, request, name, ip, relay, extensions, tls):
+        """SASL login (``smtp_sasl_*``) when the server offers AUTH and a password is known.
+
+        Raises:
+            _Failure: the password table failed (4.3.0), no allowed mechanism (4.7.0), the
+                server's data was bad (4.7.0) or the server refused the login (its reply;
+                5xx becomes 4xx with ``smtp_sasl_auth_soft_bounce``).
+        """
+        offered = smtp_sasl.offered_mechanisms(extensions)
+        if not offered:
+            return
+        usable = smtp_sasl.filter_mechanisms(offered, self.config["smtp_sasl_mechanism_filter"])
+        if not usable:
+            log.warn("{relay} offered no supported AUTH mechanisms: '{words}'", relay=relay,
+                     words=" ".join(offered))
+            return
+        try:
+            found = await smtp_sasl.find_password(self.sasl_password_maps, name, request.nexthop)
+        except TableTemporaryError as err:
+            log.warn("smtp_sasl_password_maps lookup error: {err}", err=err)
+            raise _Failure("4.3.0", "Temporary lookup failure") from None
+        if found is None:
+            return
+        options = self.sasl_tls_options if tls else self.sasl_options
+        mechanism = smtp_sasl.choose_mechanism(usable, options)
+        if mechanism is None:
+            raise _Failure("4.7.0", "SASL authentication failed; cannot authenticate to server %s[%s]: "
+                           "no mechanism available" % (name, ip), try_next=True)
+        client = client_for(mechanism, *found)
+        initial = client.start()
+        if initial is None:
+            proto.command("AUTH " + mechanism)
+        else:
+            proto.command("AUTH %s %s" % (mechanism, base64.b64encode(initial).decode("ascii") or "="))
+        steps = 0
+        while True:
+            code, lines = await self._expect(proto, name, ip, "AUTH", ok=(2, 3, 4, 5))
+            if code // 100 != 3:
+                break
+            steps += 1
+            if steps > 100:
+                raise _Failure("4.3.0", "SASL authentication failed; authentication protocol loop with "
+                               "server %s[%s]" % (name, ip), try_next=True)
+            try:
+                challenge = base64.b64decode(lines[0].strip(), validate=True)
+                if mechanism.startswith("SCRAM-") and steps == 2:
+                    client.finish(challenge)  # RFC 4954 §4: the server-final data comes as a challenge
+                    response = b""
+                else:
+                    response = client.respond(challenge)
+            except (ClientError, binascii.Error, ValueError) as err:
+                proto.command("*")
+                raise _Failure("4.7.0", "SASL authentication failed; cannot authenticate to server %s[%s]: %s"
+                               % (name, ip, err), try_next=True) from None
+            proto.command(base64.b64encode(response).decode("ascii"))
+        if code // 100 == 2:
+            return
+        text = "%d %s" % (code, " ".join(lines))
+        dsn = _dsn_of(code, lines)
+        if code // 100 == 5 and self.config["smtp_sasl_auth_soft_bounce"]:
+            dsn = "4" + dsn[1:]
+        elif dsn[0] != str(code // 100):
+            dsn = str(code // 100) + dsn[1:]
+        raise _Failure(dsn, "SASL authentication failed; server %s[%s] said: %s" % (name, ip, text),
+                       remote=text, try_next=True)
+
     async def _transaction(self, proto, request, name, ip, relay, sender, addresses):
         await self._expect(proto, name, ip, "greeting")
         extensions = await self._hello(proto, name, ip)
-        level = self.config["smtp_tls_security_level"]
-        if level in ("may", "encrypt") and "STARTTLS" in extensions:
-            proto.command("STARTTLS")
-            await self._expect(proto, name, ip, "STARTTLS")
-            proto.transport.startTLS(ssl.CertificateOptions())
+        session = await self._starttls(proto, request, name, ip, relay, extensions)
+        if session is not None:
             extensions = await self._hello(proto, name, ip)
-        elif level == "encrypt":
-            raise _Failure("4.7.4", "TLS is required, but was not offered by host %s[%s]" % (name, ip))
+        if self.sasl_enabled:
+            await self._login(proto, request, name, ip, relay, extensions, session is not None)
         content = await request.read_content()
         if self.generic_maps:
             try:

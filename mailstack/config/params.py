@@ -428,12 +428,36 @@ _ALL += _group(
      "How long the SMTP client waits for the greeting and for each reply before DATA's end."),
     ("smtp_data_done_timeout", T.Time(unit="s"), "600s",
      "How long the SMTP client waits for the reply to the end of the message."),
-    ("smtp_tls_security_level", T.Choice("", "none", "may", "encrypt"), "",
-     "SMTP client TLS: none, may (STARTTLS when offered, unverified) or encrypt (STARTTLS required)."),
+    ("smtp_tls_security_level", T.Choice("", "none", "may", "encrypt", "verify", "secure"), "",
+     "SMTP client TLS: none, may (STARTTLS when offered, unverified), encrypt (STARTTLS required), "
+     "verify or secure (required, with a trusted certificate whose name matches)."),
+    ("smtp_tls_CAfile", T.PATH, "",
+     "PEM file of the CA certificates the SMTP client trusts at the verify and secure levels; "
+     "empty: the system's default trust store."),
+    ("smtp_tls_verify_cert_match", T.LIST, "hostname",
+     "At smtp_tls_security_level = verify, the names the server certificate may match: hostname "
+     "(the MX or relay host name), nexthop, dot-nexthop, or literal names."),
+    ("smtp_tls_secure_cert_match", T.LIST, "nexthop, dot-nexthop",
+     "At smtp_tls_security_level = secure, the names the server certificate may match: nexthop "
+     "(the next-hop domain), dot-nexthop (its sub-domains), hostname, or literal names."),
     ("smtp_dns_servers", T.LIST, "",
      "DNS servers (address or address:port) the SMTP client asks for MX and A records; empty: /etc/resolv.conf."),
     ("smtp_generic_maps", T.MAPS, "",
      "Address mapping the SMTP client applies to the envelope and the From:/To:/Cc:... headers of mail it sends."),
+    ("smtp_sasl_auth_enable", T.BOOL, "no",
+     "Let the SMTP client log in (SMTP AUTH) to servers that smtp_sasl_password_maps has a password for."),
+    ("smtp_sasl_password_maps", T.MAPS, "",
+     "Tables of username:password per server, keyed by the host name, then the next hop as written "
+     "([host]:port, [host], host:port, domain)."),
+    ("smtp_sasl_mechanism_filter", T.LIST, "",
+     "The SASL mechanisms the SMTP client may use among those a server offers; empty: all."),
+    ("smtp_sasl_security_options", T.LIST, "noplaintext, noanonymous",
+     "SMTP client SASL restrictions on plaintext sessions: noplaintext, noactive, nodictionary, "
+     "noanonymous, mutual_auth."),
+    ("smtp_sasl_tls_security_options", T.LIST, "$smtp_sasl_security_options",
+     "SMTP client SASL restrictions after STARTTLS (noanonymous allows PLAIN and LOGIN over TLS)."),
+    ("smtp_sasl_auth_soft_bounce", T.BOOL, "yes",
+     "Defer instead of bouncing when a server rejects the SMTP client's login with a 5xx reply."),
 )
 
 _ALL += _group(

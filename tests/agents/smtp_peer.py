@@ -95,3 +95,31 @@ def listen_dns(reactor, mx, a):
     protocol = dns.DNSDatagramProtocol(factory)
     protocol.noisy = False
     return reactor.listenUDP(0, protocol, interface="127.0.0.1")
+
+
+async def deliver(tmp_path, settings, recipients, body=b"Subject: hi\n\nbody\n", **agent_args):
+    """Queue one message and run the queue manager with a real SMTP agent until it settles.
+
+    ``agent_args`` go to :class:`~mailstack.agents.smtp.SMTPAgent`; a table-list
+    parameter named there as a string (``sasl_password_maps="smtp_sasl_password_maps"``)
+    is opened from the configuration.  Returns ``(harness, queue_id)``.
+    """
+    from twisted.internet import reactor
+
+    from mailstack.agents.smtp import SMTPAgent
+    from mailstack.tables.registry import Tables
+    from tests.queue.harness import Harness
+    h = Harness(tmp_path, settings)
+    tables = Tables(reactor, str(tmp_path))
+    for key, value in agent_args.items():
+        if isinstance(value, str):
+            agent_args[key] = tables.maps(h.config[value], value) if h.config[value] else None
+    h.agents["smtp"] = SMTPAgent(h.config, reactor, **agent_args)
+    h.qmgr.start()
+    try:
+        queue_id = await h.submit("alice@mail.example.test", recipients, body)
+        await h.settle()
+    finally:
+        await h.qmgr.stop()
+        tables.close()
+    return h, queue_id
