@@ -33,6 +33,11 @@ TLS; a provider that only takes PLAIN needs
 ``smtp_sasl_tls_security_options = noanonymous``, as Postfix's
 SASL_README says.
 
+SCRAM's server-final message, when the server sends it as a 334 challenge
+(RFC 4954 §4), is checked and acknowledged with an empty line: a wrong
+server signature cancels the login.  A server that answers 235 without it
+is taken at its word.
+
 Secrets never reach the log: only mechanism names and the server's replies do.
 
 Parameters read: ``smtp_sasl_auth_enable``, ``smtp_sasl_password_maps``,

@@ -1,10 +1,17 @@
-"""A real SMTP server (Twisted's ESMTP) and a real DNS server (twisted.names) on loopback, for the SMTP agent."""
+"""Real servers on loopback for the SMTP agent: SMTP (Twisted's ESMTP), SMTP with AUTH (:class:`AuthPeer`, over
+mailstack's AuthService) and DNS (twisted.names)."""
+
+import base64
 
 from twisted.internet import defer
+from twisted.internet.protocol import Factory
 from twisted.mail import smtp
 from twisted.names import dns, server
 from twisted.names.common import ResolverBase
+from twisted.protocols.basic import LineOnlyReceiver
 from zope.interface import implementer
+
+from mailstack.auth.request import AuthRequest
 
 
 @implementer(smtp.IMessage)
@@ -123,3 +130,98 @@ async def deliver(tmp_path, settings, recipients, body=b"Subject: hi\n\nbody\n",
         await h.qmgr.stop()
         tables.close()
     return h, queue_id
+
+
+class _AuthPeerProtocol(LineOnlyReceiver):
+    """A small ESMTP server that offers AUTH through mailstack's AuthService and sends the SASL
+    server-final data as a 334 challenge (RFC 4954 §4), as some providers do."""
+
+    delimiter = b"\r\n"
+
+    def __init__(self, factory):
+        self.factory = factory
+        self.session = None
+        self.user = None
+        self.mode = "command"
+        self.data = []
+        self._chain = defer.succeed(None)
+
+    def connectionMade(self):
+        self.sendLine(b"220 auth.test ESMTP")
+
+    def lineReceived(self, line):
+        self._chain.addCallback(lambda _: defer.ensureDeferred(self._handle(line.decode("utf-8", "replace"))))
+
+    def _reply(self, text):
+        self.sendLine(text.encode("utf-8"))
+
+    async def _handle(self, line):
+        if self.mode == "data":
+            if line == ".":
+                self.mode = "command"
+                self.factory.received.append((self.user, "\n".join(self.data)))
+                return self._reply("250 2.0.0 Ok: queued")
+            return self.data.append(line[1:] if line.startswith(".") else line)
+        if self.mode in ("sasl", "final"):
+            return await self._sasl(line)
+        verb = line.split(" ", 1)[0].upper()
+        self.factory.commands.append(verb)
+        if verb == "EHLO":
+            return self._reply("250-auth.test\r\n250 AUTH " + " ".join(self.factory.mechanisms))
+        if verb == "AUTH":
+            words = line.split()
+            self.session = self.factory.auth.start(words[1], AuthRequest(service="smtp", remote_ip="127.0.0.1"))
+            self.mode = "sasl"
+            return await self._sasl(words[2] if len(words) > 2 else None)
+        if verb in ("MAIL", "RCPT"):
+            return self._reply("250 2.1.0 Ok" if self.user else "530 5.7.0 Authentication required")
+        if verb == "DATA":
+            self.mode, self.data = "data", []
+            return self._reply("354 End data with <CR><LF>.<CR><LF>")
+        if verb == "QUIT":
+            self._reply("221 2.0.0 Bye")
+            return self.transport.loseConnection()
+        return self._reply("250 2.0.0 Ok")
+
+    async def _sasl(self, text):
+        if text == "*":
+            self.mode = "command"
+            return self._reply("501 5.7.0 Authentication aborted")
+        if self.mode == "final":  # RFC 4954 §4: the client acknowledges the server-final data with an empty line
+            self.mode = "command"
+            if text != "":
+                return self._reply("535 5.7.8 Error: authentication failed")
+            self.user = self._pending
+            return self._reply("235 2.7.0 Authentication successful")
+        response = None if text is None else (b"" if text == "=" else base64.b64decode(text))
+        step = await self.session.step(response)
+        if step.kind == "continue":
+            return self._reply("334 " + base64.b64encode(step.challenge).decode("ascii"))
+        if step.kind == "success":
+            final = step.challenge
+            if self.factory.tamper_final and final.startswith(b"v="):
+                signature = bytearray(base64.b64decode(final[2:]))
+                signature[0] ^= 1
+                final = b"v=" + base64.b64encode(bytes(signature))
+            self.mode, self._pending = "final", step.user
+            return self._reply("334 " + base64.b64encode(final).decode("ascii"))
+        self.mode = "command"
+        return self._reply("535 5.7.8 Error: authentication failed")
+
+
+class AuthPeer(Factory):
+    """Accepts mail only after AUTH (``received``: (user, content)); ``commands`` lists the verbs seen.
+
+    Args:
+        auth: a :class:`~mailstack.auth.service.AuthService`.
+        mechanisms: what EHLO advertises.
+        tamper_final: send a wrong SCRAM server signature.
+    """
+
+    def __init__(self, auth, mechanisms=("SCRAM-SHA-256",), tamper_final=False):
+        self.auth, self.mechanisms, self.tamper_final = auth, mechanisms, tamper_final
+        self.received, self.commands = [], []
+        self.noisy = False
+
+    def buildProtocol(self, addr):
+        return _AuthPeerProtocol(self)

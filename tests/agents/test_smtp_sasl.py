@@ -26,7 +26,8 @@ def provider(smtp_config_dir, smtpd):
 
 def _client(port, password=PASSWORD, extra=""):
     return ("relayhost = [127.0.0.1]:%d\nsmtp_sasl_auth_enable = yes\n"
-            "smtp_sasl_password_maps = inline:{ [127.0.0.1]:%d=joe@example.test:%s }\n%s" % (port, port, password, extra))
+            "smtp_sasl_password_maps = inline:{ [127.0.0.1]:%d=joe@example.test:%s }\n%s"
+            % (port, port, password, extra))
 
 
 def _no_secret(*line_lists, secret=PASSWORD):
@@ -59,7 +60,8 @@ async def test_mechanism_filter_chooses_among_the_offered(tmp_path, provider, lo
                   ["two@remote.example"], sasl_password_maps="smtp_sasl_password_maps")
     assert logs.matching("warning: 127.0.0.1[127.0.0.1]:%d offered no supported AUTH mechanisms: "
                          "'PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256'" % server.port)
-    assert "status=bounced (host 127.0.0.1[127.0.0.1] said: 554 5.7.1" in logs.matching("to=<two@remote.example>, relay=")[0]
+    refused = logs.matching("to=<two@remote.example>, relay=")[0]
+    assert "status=bounced (host 127.0.0.1[127.0.0.1] said: 554 5.7.1" in refused
     assert len(server.queued()) == 1
 
 
@@ -166,3 +168,45 @@ def test_mechanism_choice_and_security_options():
     assert smtp_sasl.filter_mechanisms(offered, ("plain", "login")) == ["LOGIN", "PLAIN"]
     with pytest.raises(ValueError, match="unknown SASL security option 'noplain'"):
         smtp_sasl.check_security_options(("noplain",), "smtp_sasl_security_options")
+
+
+@pytest.mark.parametrize("tamper", [False, True])
+@pytest_twisted.ensureDeferred
+async def test_scram_server_signature_is_checked(tmp_path, logs, tamper):
+    """A server sending SCRAM's server-final as a 334 challenge gets an empty answer and is believed only when its
+    signature proves it knows the password; a wrong one cancels the login (4.7.0) and nothing is sent."""
+    from mailstack.auth.service import AuthService
+    from tests.agents.smtp_peer import AuthPeer
+    from tests.queue.harness import Harness
+    (tmp_path / "passwd").write_text("joe@example.test:{PLAIN}%s::::::\n" % PASSWORD)
+    server_config = Harness(tmp_path / "server", "passdb = passwd-file:%s/passwd\nuserdb = static:uid=1 gid=1\n"
+                            "auth_mechanisms = scram-sha-256\nauth_failure_delay = 0\n" % tmp_path).config
+    peer = AuthPeer(AuthService(server_config, reactor), tamper_final=tamper)
+    listening = reactor.listenTCP(0, peer, interface="127.0.0.1")
+    try:
+        await deliver(tmp_path / "client", _client(listening.getHost().port), ["s@remote.example"],
+                      sasl_password_maps="smtp_sasl_password_maps")
+    finally:
+        listening.stopListening()
+    line = logs.matching("to=<s@remote.example>")[0]
+    if tamper:
+        assert "dsn=4.7.0, status=deferred (SASL authentication failed; cannot authenticate to server " \
+            "127.0.0.1[127.0.0.1]: server signature does not verify" in line
+        assert peer.received == [] and "MAIL" not in peer.commands
+    else:
+        assert "status=sent (250 2.0.0 Ok: queued)" in line
+        assert [user for user, _ in peer.received] == ["joe@example.test"]
+    assert _no_secret(logs.lines)
+
+
+def test_configuration_errors(tmp_path):
+    """smtp_sasl_auth_enable without smtp_sasl_password_maps, or an unknown security option, stops startup."""
+    from mailstack.agents.smtp import SMTPAgent
+    from mailstack.config.maincf import ConfigError
+    from tests.queue.harness import Harness
+    config = Harness(tmp_path / "1", "smtp_sasl_auth_enable = yes\n").config
+    with pytest.raises(ConfigError, match="specify a password table via the smtp_sasl_password_maps"):
+        SMTPAgent(config, reactor)
+    config = Harness(tmp_path / "2", "smtp_sasl_tls_security_options = noanonymous, plaintext_ok\n").config
+    with pytest.raises(ConfigError, match="smtp_sasl_tls_security_options: unknown SASL security option"):
+        SMTPAgent(config, reactor)
