@@ -113,6 +113,7 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
         self.sasl_username = ""
         self.sasl_method = ""
         self._sasl = None
+        self._sasl_success = None   # a finished SASL exchange whose final data awaits the client
         self._connect_reject = None
         self._line_limit = self.config["line_length_limit"]
         self._size_limit = self.config["message_size_limit"]

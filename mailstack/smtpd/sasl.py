@@ -74,6 +74,13 @@ class SASLCommands:
         if step.kind == "continue":
             self._mode = "auth"
             return (334, None, base64.b64encode(step.challenge).decode("ascii"))
+        if step.kind == "success" and step.challenge:
+            # RFC 4954 §4: SMTP has no "additional data with success"; the
+            # data (SCRAM's server signature) goes as one more 334 challenge,
+            # the client answers with an empty line, then 235.
+            self._mode = "auth"
+            self._sasl_success = step
+            return (334, None, base64.b64encode(step.challenge).decode("ascii"))
         self._mode = "command"
         self._sasl = None
         if step.kind == "success":
@@ -86,11 +93,19 @@ class SASLCommands:
         return (535, "5.7.8", "Error: authentication failed: authentication failure")
 
     async def _auth_response(self, line):
+        success, self._sasl_success = self._sasl_success, None
         if line.strip() == b"*":
             self._mode = "command"
             self._sasl = None
             self._count("auth", False)
             return (501, "5.7.0", "Authentication aborted")
+        if success is not None:
+            # The client's answer to the server's final data (it should be empty).
+            self._mode = "command"
+            self._sasl = None
+            self._count("auth", True)
+            self.sasl_username, self.sasl_method = success.user, self._sasl_mechanism
+            return (235, "2.7.0", "Authentication successful")
         try:
             response = base64.b64decode(line.strip(), validate=True)
         except (binascii.Error, ValueError):

@@ -165,3 +165,36 @@ async def test_smtps_implicit_tls_auth(smtp_config_dir):
         assert queued.envelope.protocol == "ESMTPSA"
     finally:
         await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_scram_server_signature_sent_as_a_final_challenge(smtpd, smtp_config_dir):
+    """SCRAM-SHA-256: the server's signature comes as one more 334 (RFC 4954 §4), the client checks it, then 235."""
+    from mailstack.auth.mechs.client import ScramClient
+    with open(str(smtp_config_dir / "main.cf"), "a") as handle:
+        handle.write("auth_mechanisms = plain login scram-sha-256\n")   # read by the shared auth service
+    server = await smtpd(**SUBMISSION)
+
+    def login():
+        context = ssl.create_default_context(cafile=str(smtp_config_dir / "tls/ca.pem"))
+        scram = ScramClient("sha256", "joe@example.test", PASSWORD)
+        challenges = []
+
+        def answer(challenge=None):
+            if challenge is None:
+                return scram.start().decode()
+            challenges.append(challenge)
+            if len(challenges) == 1:
+                return scram.respond(challenge).decode()
+            scram.finish(challenge)   # raises when the signature does not verify
+            return ""
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
+            client.ehlo("c")
+            client.starttls(context=context)
+            client.ehlo("c")
+            assert "SCRAM-SHA-256" in client.esmtp_features["auth"]
+            code, text = client.auth("SCRAM-SHA-256", answer)
+            return code, text, challenges
+    code, text, challenges = await in_thread(login)
+    assert code == 235 and b"2.7.0" in text
+    assert len(challenges) == 2 and challenges[1].startswith(b"v=")
