@@ -40,9 +40,10 @@ import email.utils
 import ipaddress
 import time
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
-from mailstack.cleanup.headers import HeaderStream, rewrite_address_fields
+from mailstack.cleanup.headers import HeaderStream, field_addresses, rewrite_address_fields
 from mailstack.cleanup.rewrite import AddressRewriter
 from mailstack.common.address import quote_address
 from mailstack.common.reply import PermanentReject
@@ -175,6 +176,10 @@ class CleanupWriter:
     def abort(self):
         """Drop the message (nothing is queued)."""
         self._file.abort()
+        if self._stream.pending is not None:
+            # A header rewrite still looking up addresses writes into a closed
+            # file when it ends: nothing to report, the message is gone anyway.
+            self._stream.pending.addErrback(lambda failure: None)
 
     def _date(self):
         return email.utils.formatdate(self._arrival, localtime=True)
@@ -222,10 +227,24 @@ class CleanupWriter:
         return "".join(line + "\r\n" for line in added).encode("utf-8")
 
     def _rewrite_headers(self, block):
-        """Rewrite addresses in From:, To:, Cc:... for local_header_rewrite_clients (Postfix cleanup)."""
+        """Rewrite addresses in From:, To:, Cc:... for local_header_rewrite_clients (Postfix cleanup).
+
+        With canonical tables that do I/O (sqlite...), the addresses are
+        looked up first and a Deferred of the new block is returned; the
+        header stream holds the body back until it fires.
+        """
         if not self._cleanup.is_local_header_client(self._envelope):
             return block
-        return rewrite_address_fields(block, self._cleanup.rewriter.header_address)
+        rewriter = self._cleanup.rewriter
+        if rewriter.headers_synchronous:
+            return rewrite_address_fields(block, rewriter.header_address)
+
+        async def lookups():
+            mapped = {}
+            for address, cls in field_addresses(block):
+                mapped[address, cls] = await rewriter.header_address_async(address, cls)
+            return rewrite_address_fields(block, lambda address, cls: mapped.get((address, cls), address))
+        return defer.ensureDeferred(lookups())
 
     async def finish(self, envelope):
         """Rewrite the envelope, queue the message durably and return its queue id.
@@ -236,6 +255,8 @@ class CleanupWriter:
         """
         try:
             self._stream.close()
+            if self._stream.pending is not None:
+                await self._stream.pending   # header addresses looked up in tables that do I/O
             if self._hops >= self._config["hopcount_limit"]:
                 # Postfix cleanup: CLEANUP_STAT_HOPS, a mail loop.
                 log.info("{queue_id}: reject: too many hops ({hops} Received: headers)",

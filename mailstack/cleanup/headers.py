@@ -19,6 +19,8 @@ any content, as Postfix's smtpd does.
 import email.utils
 import re
 
+from twisted.internet import defer
+
 from mailstack.common.address import quote_address
 
 _FIELD_RE = re.compile(rb"^([!-9;-~]+)[ \t]*:")
@@ -34,7 +36,9 @@ class HeaderStream:
             case) and the header values by name; returns bytes to insert after
             the header block (missing headers, CRLF line ends).
         rewrite: optional; called with the header block (bytes), returns the
-            block to store (address rewriting in headers).
+            block to store (address rewriting in headers), or a Deferred of
+            it: the body is then held back until it fires, and the caller
+            waits for :attr:`pending` before it commits the message.
     """
 
     def __init__(self, out, limit, on_headers, rewrite=None):
@@ -46,12 +50,17 @@ class HeaderStream:
         self._in_body = False
         self._scanned = 0  # where the first line not yet known to be a header starts
         self.size = 0
+        self._held = None   # body pieces waiting for an asynchronous header rewrite
+        self.pending = None  # that rewrite's Deferred: wait for it before committing
 
     def feed(self, data):
         """Take a piece of message content."""
         self.size += len(data)
         if self._in_body:
-            self._out(data)
+            if self._held is not None:
+                self._held.append(bytes(data))   # the header block is still being rewritten
+            else:
+                self._out(data)
             return
         self._buf += data
         self._scan()
@@ -92,6 +101,19 @@ class HeaderStream:
         added = self._on_headers(fields)
         if block and self._rewrite is not None:
             block = self._rewrite(block)
+            if isinstance(block, defer.Deferred):
+                # Lookups in tables that do I/O: hold the body until the
+                # rewritten header block can go first (see :attr:`pending`).
+                self._held = [rest] if rest else []
+                self.pending = block.addCallback(self._release, added)
+                return
+        self._emit(block, added, rest)
+
+    def _release(self, block, added):
+        held, self._held = self._held, None
+        self._emit(block, added, b"".join(held))
+
+    def _emit(self, block, added, rest):
         if block:
             self._out(block)
         if added:

@@ -158,10 +158,26 @@ class AddressRewriter:
     def header_address(self, address, cls):
         """Rewrite an address found in a header: trivial-rewrite, canonical maps, masquerading.
 
-        ``cls`` is ``header_sender`` or ``header_recipient``.  Only tables that
-        answer from memory are consulted here (header rewriting streams and
-        must not wait); a table that does I/O or fails leaves the address as is.
+        ``cls`` is ``header_sender`` or ``header_recipient``.  For tables
+        that answer from memory (:attr:`headers_synchronous`); with a table
+        that does I/O use :meth:`header_address_async`.  A table that fails
+        leaves the address as it is.
         """
+        coroutine = self.header_address_async(address, cls)
+        try:
+            coroutine.send(None)
+        except StopIteration as done:
+            return done.value
+        coroutine.close()
+        raise RuntimeError("header_address() needs tables that answer from memory; use header_address_async()")
+
+    @property
+    def headers_synchronous(self):
+        """True when every canonical table used for headers answers from memory."""
+        return all(maps.synchronous for name, maps in self.maps.items() if name.endswith("canonical_maps") and maps)
+
+    async def header_address_async(self, address, cls):
+        """:meth:`header_address` for any tables (sqlite, proxy...): lookups are awaited."""
         if not address:
             return address
         address = self.trivial(address)
@@ -169,10 +185,10 @@ class AddressRewriter:
             kind = "sender" if cls == "header_sender" else "recipient"
             for name in (kind + "_canonical_maps", "canonical_maps"):
                 maps = self.maps[name]
-                if not maps or not maps.synchronous:
+                if not maps:
                     continue
                 try:
-                    match = maps.find_address_now(address, "virtual", self.delimiters, self.is_local)
+                    match = await maps.find_address(address, "virtual", self.delimiters, self.is_local)
                 except TableTemporaryError:
                     continue
                 if match is not None:

@@ -100,3 +100,25 @@ async def test_header_addresses_kept_for_remote_clients(smtpd):
                     b"From: bob\r\nTo: <carol@old.example>\r\n\r\nbody\r\n")
     content = server.queued()[0].read_content().decode()
     assert "\nFrom: bob\nTo: <carol@old.example>\n" in content
+
+
+@pytest_twisted.ensureDeferred
+async def test_header_addresses_rewritten_through_a_table_that_does_io(smtpd, tmp_path):
+    """canonical_maps in sqlite (looked up in a thread) rewrite From:/To: too, not only the envelope; the body,
+    held back meanwhile, follows the rewritten header block intact."""
+    import sqlite3
+    db = tmp_path / "canonical.sqlite"
+    with sqlite3.connect(str(db)) as connection:
+        connection.execute("CREATE TABLE canonical (address TEXT, target TEXT)")
+        connection.execute("INSERT INTO canonical VALUES ('carol@old.example', 'carol@new.example')")
+    cf = tmp_path / "canonical.cf"
+    cf.write_text("dbpath = %s\nquery = SELECT target FROM canonical WHERE address = '%%s'\n" % db)
+    server = await smtpd(canonical_maps="sqlite:%s" % cf)
+    body = b"".join(b"line %d of the body\r\n" % i for i in range(3000))
+    await in_thread(_send, server.port, "carol@old.example", ["x@example.test"],
+                    b"From: Carol <carol@old.example>\r\nTo: <dave@example.org>\r\nSubject: s\r\n\r\n" + body)
+    [queued] = server.queued()
+    assert queued.envelope.sender == "carol@new.example"
+    content = queued.read_content()
+    assert b"\nFrom: Carol <carol@new.example>\nTo: <dave@example.org>\nSubject: s\n" in content
+    assert content.endswith(body.replace(b"\r\n", b"\n"))
