@@ -18,6 +18,8 @@ import functools
 import time
 from dataclasses import dataclass
 
+from twisted.internet import defer
+
 from mailstack.imapd import mime
 from mailstack.imapd.errors import Bad
 from mailstack.imapd.syntax import Raw, encode_item, encode_list, quote
@@ -151,12 +153,19 @@ async def fetch(session, tag, cursor, uid):
     cache = getattr(session.factory, "structure_cache", None)
     cacheable = cache is not None and all(not isinstance(i, Section) and i not in _RAW for i in items)
     batches = list(_batches(targets, need_content))
+    header_cache = getattr(session.factory, "header_cache", None)
+
+    def load(batch):
+        if not need_content:
+            return defer.succeed(({}, {}))
+        return defer.ensureDeferred(selected.run(_load, selected, batch, items, cache if cacheable else None,
+                                                 header_cache))
+    loading = load(batches[0]) if batches else None
     for number, batch in enumerate(batches, 1):
-        if need_content:
-            contents, entries = await selected.run(_load, selected, batch, items, cache if cacheable else None,
-                                                   getattr(session.factory, "header_cache", None))
-        else:
-            contents, entries = {}, {}
+        contents, entries = await loading
+        # The next batch is read while this one goes out and while pause()
+        # waits for a slow client: the socket does not idle between batches.
+        loading = load(batches[number]) if number < len(batches) else None
         chunks = []
         for seq, msg in batch:
             entry = entries.get(msg.uid)

@@ -41,6 +41,11 @@ from mailstack.imapd.syntax import LITERAL_RE, Cursor
 
 log = Logger(namespace="mailstack.imapd")
 
+# Output a long command (FETCH of many bodies) may leave unread by the client
+# before it waits for the client to catch up, and how often it looks again.
+OUTPUT_BACKLOG = 1024 * 1024
+BACKLOG_POLL = 0.005
+
 
 class IMAPServer(IMAP4Server):
     """One IMAP connection.
@@ -372,9 +377,30 @@ class IMAPServer(IMAP4Server):
         if send and self.selected is selected:
             selected.send_updates(self, expunges=True)
 
-    def pause(self):
-        """Return a Deferred that fires on the next reactor turn (lets long commands yield)."""
-        return task.deferLater(self.reactor, 0, lambda: None)
+    async def pause(self):
+        """Wait between batches of a long command's output.
+
+        Waits for the next reactor turn, so that other sessions get their
+        turn; while the client has more than :data:`OUTPUT_BACKLOG` bytes of
+        what was sent left unread, waits (looking again every
+        :data:`BACKLOG_POLL` seconds) until it has read them or the
+        connection is gone: a slow reader makes the command wait instead of
+        the server buffering a whole mailbox in memory.
+        """
+        await task.deferLater(self.reactor, 0, lambda: None)
+        while not self._closed and self.output_buffered() > OUTPUT_BACKLOG:
+            await task.deferLater(self.reactor, BACKLOG_POLL, lambda: None)
+
+    def output_buffered(self):
+        """Bytes written to the transport (and any TLS layer) that the kernel has not taken yet."""
+        total, transport = 0, self.transport
+        for _ in range(4):  # protocol -> TLS layer -> TCP connection
+            if transport is None:
+                break
+            total += len(getattr(transport, "dataBuffer", b"") or b"") + getattr(transport, "_tempDataLen", 0)
+            total += sum(len(chunk) for chunk in getattr(transport, "_appSendBuffer", ()) or ())
+            transport = getattr(transport, "transport", None)
+        return total
 
     def logged_in(self, user, account, method):
         """Switch to the authenticated state for ``user``."""

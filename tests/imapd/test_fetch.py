@@ -147,3 +147,38 @@ def test_repeated_structure_fetch_uses_cache(imap_server):
     assert conn.transact("ok", "FETCH 1 (ENVELOPE BODYSTRUCTURE)").untagged == first
     assert conn.transact("ok", "FETCH 1 (BODY FLAGS)").untagged[0].startswith(b"1 FETCH (BODY ((")
     conn.close()
+
+
+@threaded
+def test_slow_reader_does_not_make_the_server_buffer_the_mailbox(imap_server):
+    """FETCH 1:* BODY[] of 40 MB to a client that reads nothing for a while: the server's unsent output stays
+    near one batch (it waits for the client), and every message still arrives whole once the client reads."""
+    import socket
+    import time
+    from twisted.internet import reactor
+    from twisted.internet.threads import blockingCallFromThread
+    from mailstack.imapd import server as imap
+    from mailstack.store import maildir
+    body = b"Subject: big\r\n\r\n" + (b"x" * 1022 + b"\r\n") * 256   # 256 KiB
+    path = str(imap_server.maildir())
+    maildir.ensure(path)
+    for _ in range(160):
+        maildir.deliver(path, body, fsync=False)
+    conn = connect(imap_server)
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    conn.transact("ok", "EXAMINE INBOX")
+    tag = conn.command("FETCH 1:* BODY.PEEK[]")
+    factory = imap_server.factories["imap"]
+    peak = 0
+    for _ in range(30):
+        time.sleep(0.05)
+        peak = max(peak, blockingCallFromThread(
+            reactor, lambda: max(s.output_buffered() for s in factory.sessions)))
+    # At most the backlog, one more batch and a message of slack: 2.5 MiB; unbounded it was the whole 40 MB
+    # less what the kernel's socket buffers took.
+    assert imap.OUTPUT_BACKLOG + fetch.CONTENT_BYTES + len(body) <= 2.5 * 1024 * 1024
+    assert peak <= 2.5 * 1024 * 1024, peak
+    result = conn.finish(tag)
+    assert result.status == "ok" and len(result.untagged) == 160
+    assert all(line.endswith(body + b")") for line in result.untagged)
+    conn.close()
