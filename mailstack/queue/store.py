@@ -376,13 +376,16 @@ class QueueFileWriter:
     async def _commit_async(self, syncer, tail, length, envelope):
         """Write on the reactor thread (page cache only), then fsync the file, rename it, fsync the directory."""
         fd, self._fd, self._closed = self._fd, None, True
-        final = self._queue.path(self._target, self.queue_id)
+        final = None
         try:
             try:
                 fd = self._write_rest(fd, tail, length, envelope)
             except OSError:
-                fd = None
+                if fd is not None:
+                    os.close(fd)
                 raise
+            # Named only now: creating the file may have drawn another queue id.
+            final = self._queue.path(self._target, self.queue_id)
             try:
                 await syncer.fsync(fd)
             finally:
@@ -391,7 +394,8 @@ class QueueFileWriter:
             await syncer.sync_directory(self._queue.path(self._target))
         except OSError as err:
             _unlink(self._tmp)
-            _unlink(final)
+            if final is not None:
+                _unlink(final)
             raise QueueError("queue file write error: %s" % err.strerror) from err
 
     def abort(self):

@@ -163,3 +163,19 @@ def test_read_keeps_small_content_with_the_envelope(tmp_path):
     lazy = qfile.read(path, keep_content=4)
     assert lazy.content is None and lazy.read_content() == content
     assert qfile.read(path).recipients[0].offset == kept.recipients[0].offset
+
+
+@pytest_twisted.ensureDeferred
+async def test_commit_names_the_file_after_a_queue_id_collision(queue, monkeypatch):
+    """When the id drawn first is taken at commit, the file gets the new id and commit() returns that one."""
+    from mailstack.queue import store
+    writer = queue.new_message(create=False)
+    writer.write(b"Subject: x\r\n\r\nbody\r\n")
+    open(queue.path("incoming", writer.queue_id + ".tmp"), "wb").close()   # someone else's file, same id
+    taken = writer.queue_id
+    ids = iter(["BBBBBBBBBBBBBBBBBB"])
+    monkeypatch.setattr(store, "new_queue_id", lambda: next(ids))
+    queue_id = await writer.commit(Envelope("a@example.org", [Recipient("b@example.com")]))
+    assert queue_id == "BBBBBBBBBBBBBBBBBB" != taken
+    assert queue.list("incoming") == [queue_id]
+    assert os.path.exists(queue.path("incoming", taken + ".tmp"))   # the other file is untouched
