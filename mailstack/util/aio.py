@@ -290,13 +290,12 @@ def file_syncer(reactor):
     """Return this process's syncer for ``reactor``: an :class:`AioSyncer` where possible, else a :class:`ThreadSyncer`.
 
     One per reactor and process (one AIO context, one eventfd), shared by
-    every queue and mailbox.  ``MAILSTACK_AIO=no`` in the environment forces
-    the thread pool.
+    every user in the process (the queue writers).  ``MAILSTACK_AIO=no`` in
+    the environment forces the thread pool.
     """
     key = (id(reactor), os.getpid())
     syncer = _SYNCERS.get(key)
     if syncer is None:
-        syncer = None
         if os.environ.get("MAILSTACK_AIO", "").lower() not in ("no", "0", "off", "false"):
             try:
                 syncer = AioSyncer(reactor)
