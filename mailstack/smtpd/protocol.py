@@ -489,11 +489,10 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
     # -- transaction state ---------------------------------------------------
 
     def _reset_transaction(self):
-        pending = getattr(self, "_pending_open", None)
+        pending = getattr(self, "_pending_writer", None)
         if pending is not None:
-            # A queue file opened ahead of DATA that will not be used.
-            pending.addCallbacks(lambda writer: writer.abort(), lambda failure: None)
-        self._pending_open = None
+            pending.abort()     # a message started at RCPT that will not be used
+        self._pending_writer = None
         self.queue_id = None            # known once the queue file exists (first accepted RCPT)
         self.sender = None
         self.mail_params = {}
@@ -534,15 +533,7 @@ class SMTPServerProtocol(TransferCommands, SASLCommands, Protocol):
         return None
 
     async def _log_reject(self, stage, ctx, verdict):
-        """Log Postfix's reject line; it names the queue id once the queue file exists."""
-        if self.queue_id is None and self._pending_open is not None:
-            opened = defer.Deferred()
-
-            def done(result):
-                opened.callback(None)
-                return result
-            self._pending_open.addBoth(done)
-            await opened
+        """Log Postfix's reject line; it names the queue id once the message has one (after a first accepted RCPT)."""
         log.info("{line}", line=check.reject_log(self.queue_id, stage, ctx, verdict.reply), service=self.service)
 
     # -- HELO, EHLO -----------------------------------------------------------

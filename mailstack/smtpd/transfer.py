@@ -24,10 +24,9 @@ Parameters read: message_size_limit, smtpd_forbid_bare_newline and those of
 :mod:`mailstack.cleanup`.
 """
 
-from twisted.internet import defer
 from twisted.logger import Logger
 
-from mailstack.common.reply import Reject, TemporaryReject
+from mailstack.common.reply import Reject
 from mailstack.queue import Envelope, QueueError
 from mailstack.smtpd.data import DotReader
 
@@ -60,7 +59,7 @@ class TransferCommands:
         verdict = await self._stage_checks("DATA")
         if verdict:
             return verdict.reply
-        await self._open_writer()
+        self._open_writer()
         self._reader = DotReader(self._content)
         self._mode = "data"
         return (354, None, "End data with <CR><LF>.<CR><LF>")
@@ -71,10 +70,8 @@ class TransferCommands:
         The queue id exists from here on and the ``QUEUEID: client=`` line is
         logged, as Postfix does; the queue file itself is made at commit.
         """
-        if self._pending_open is None and self._writer is None:
-            # No I/O happens here any more (the file is made at commit), so the
-            # Deferred is already fired; it stays a Deferred for _log_reject.
-            self._pending_open = defer.succeed(self._writer_opened(self.server.cleanup.open_writer()))
+        if self._pending_writer is None and self._writer is None:
+            self._pending_writer = self._writer_opened(self.server.cleanup.open_writer())
 
     def _writer_opened(self, writer):
         if not self._lost:
@@ -86,15 +83,10 @@ class TransferCommands:
                  extra=extra, service=self.service)
         return writer
 
-    async def _open_writer(self):
-        pending, self._pending_open = self._pending_open, None
-        if pending is None:
-            pending = defer.succeed(self._writer_opened(self.server.cleanup.open_writer()))
-        try:
-            writer = await pending
-        except QueueError as err:
-            log.warn("{client}: queue file write error: {err}", client=self.peer, err=err, service=self.service)
-            raise TemporaryReject(451, "4.3.0", "Error: queue file write error") from None
+    def _open_writer(self):
+        writer, self._pending_writer = self._pending_writer, None
+        if writer is None:
+            writer = self._writer_opened(self.server.cleanup.open_writer())
         writer.begin(self._envelope(), self._tls_summary())
         self._writer = writer
 
@@ -205,11 +197,8 @@ class TransferCommands:
         self._mode = "bdat"
         return None
 
-    async def _bdat_open(self):
-        try:
-            await self._open_writer()
-        except Reject as rej:
-            self._bdat_failed = (rej.code, rej.dsn, rej.text)
+    def _bdat_open(self):
+        self._open_writer()
         # The chunk's bytes are read by _process once this command is done.
         self._mode = "bdat"
         return None
