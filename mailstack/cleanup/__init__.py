@@ -3,7 +3,7 @@
 
 SYNOPSIS
     ``cleanup = Cleanup(config, queue, tables, reactor, auth=None)``;
-    ``writer = await cleanup.open()``; ``writer.begin(envelope, tls_summary)``;
+    ``writer = cleanup.open_writer()``; ``writer.begin(envelope, tls_summary)``;
     ``writer.write(bytes)``
     as content streams; ``queue_id = await writer.finish(envelope)``, or
     ``writer.abort()``.
@@ -84,10 +84,6 @@ class Cleanup:
         data (see :meth:`mailstack.queue.QueueFileWriter.commit`).
         """
         return CleanupWriter(self, self.queue.new_message(create=False))
-
-    async def open(self):
-        """:meth:`open_writer` for callers that await (kept for pickup and older code)."""
-        return self.open_writer()
 
     def now(self):
         return self.reactor.seconds() if hasattr(self.reactor, "seconds") else time.time()

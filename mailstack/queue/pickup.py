@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from mailstack.common.reply import PermanentReject
 from mailstack.queue import qfile
 from mailstack.queue.envelope import Recipient
-from mailstack.queue.store import QueueError, mail_queue
+from mailstack.queue.store import mail_queue
 
 log = Logger(namespace="mailstack.pickup")
 
@@ -79,11 +79,7 @@ class Pickup:
                                          r.recipient.notify) for r in qf.pending()]
         envelope.client_address, envelope.client_name = "", "localhost"
         envelope.protocol = "local"
-        try:
-            writer = await self.cleanup.open()
-        except QueueError as err:
-            log.warn("{queue_id}: cannot queue: {error}; trying again later", queue_id=drop_id, error=err)
-            return "later"
+        writer = self.cleanup.open_writer()
         writer.begin_local(envelope, uid)
         try:
             writer.write(content)
