@@ -30,7 +30,9 @@ For every message, before the SMTP server answers 250:
 5. **headers** (:meth:`AddressRewriter.header_address`): the same
    trivial-rewrite, canonical mapping (``header_sender``/``header_recipient``
    classes) and masquerading for addresses in From:, To:, Cc: and the like,
-   for clients in ``local_header_rewrite_clients`` (see :mod:`mailstack.cleanup`).
+   for clients in ``local_header_rewrite_clients`` (see :mod:`mailstack.cleanup`);
+   with canonical tables that do I/O, :meth:`AddressRewriter.header_address_async`
+   and the header block waits for the lookups.
 6. **BCC**: ``always_bcc``, ``sender_bcc_maps``, ``recipient_bcc_maps``
    recipients with DSN NOTIFY=NEVER (:meth:`AddressRewriter.bcc`).
 
