@@ -35,8 +35,9 @@ from mailstack.config import maincf
 from mailstack.config.maincf import ConfigError
 from mailstack.queue import qfile
 from mailstack.queue.qmgr import TRIGGER_DIR, read_defer_log
-from mailstack.queue.store import MailQueue, fsync_directory
+from mailstack.queue.store import MailQueue
 from mailstack.rewrite.resolve import split_address
+from mailstack.util.atomic import fsync_directory
 
 LISTED = (("active", "*"), ("incoming", ""), ("deferred", ""), ("hold", "!"), ("maildrop", ""))
 POSTSUPER_QUEUES = ("hold", "incoming", "active", "deferred", "maildrop")

@@ -37,7 +37,7 @@ from mailstack.common.queue_id import new_queue_id
 from mailstack.config import maincf
 from mailstack.queue import qfile
 from mailstack.queue.envelope import Envelope, Recipient
-from mailstack.queue.store import fsync_directory
+from mailstack.util.atomic import fsync_directory
 
 DESCRIPTION = __doc__.split("\n", 2)[2]
 

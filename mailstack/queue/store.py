@@ -38,7 +38,6 @@ Parameters read: ``queue_directory``, ``myhostname``.
 
 import errno
 import os
-import threading
 import time
 
 from twisted.internet.threads import deferToThreadPool
@@ -46,6 +45,7 @@ from twisted.internet.threads import deferToThreadPool
 from mailstack.common.queue_id import new_queue_id
 from mailstack.queue import qfile
 from mailstack.util.aio import file_syncer
+from mailstack.util.atomic import sync_dir
 
 QUEUES = ("maildrop", "incoming", "active", "deferred", "hold", "corrupt")
 LOGS = ("defer", "bounce")
@@ -68,53 +68,6 @@ class QueueError(Exception):
         return isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
-def fsync_directory(path):
-    """fsync a directory so that a rename or unlink in it is durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class DirectorySync:
-    """Group commit for directory fsyncs: one ``fsync`` covers every rename made before it started.
-
-    Called from worker threads after a rename; returns once a directory
-    fsync that *started after* the call has completed.  Concurrent callers
-    share one fsync instead of queueing one each (the journal commit is the
-    expensive part).
-    """
-
-    def __init__(self, path):
-        self.path = path
-        self._cond = threading.Condition()
-        self._requested = 0
-        self._done = 0
-        self._running = False
-
-    def sync(self):
-        with self._cond:
-            self._requested += 1
-            mine = self._requested
-            while self._done < mine:
-                if self._running:
-                    self._cond.wait()
-                    continue
-                self._running = True
-                target = self._requested
-                self._cond.release()
-                try:
-                    fsync_directory(self.path)
-                    synced = True
-                finally:
-                    self._cond.acquire()
-                    self._running = False
-                    self._cond.notify_all()
-                if synced:
-                    self._done = max(self._done, target)
-
-
 class MailQueue:
     """One queue directory.
 
@@ -135,11 +88,10 @@ class MailQueue:
         self._trigger = None
         for name in QUEUES + LOGS:
             os.makedirs(os.path.join(queue_directory, name), mode=0o700, exist_ok=True)
-        self._syncers = {name: DirectorySync(os.path.join(queue_directory, name)) for name in QUEUES}
 
     def sync_directory(self, queue):
-        """fsync the directory of ``queue``, shared with concurrent callers (see :class:`DirectorySync`).  Blocks."""
-        self._syncers[queue].sync()
+        """fsync the directory of ``queue``, shared with concurrent callers (:func:`mailstack.util.atomic.sync_dir`).  Blocks."""
+        sync_dir(self.path(queue))
 
     @property
     def syncer(self):

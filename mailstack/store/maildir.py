@@ -39,6 +39,10 @@ import threading
 import time
 from dataclasses import dataclass
 
+# The group commit of directory fsyncs lives in util.atomic, shared with the
+# queue; maildir.sync_dir stays the store's name for it.
+from mailstack.util.atomic import sync_dir
+
 INFO_SEP = ":2,"
 
 FLAG_LETTERS = {"\\Draft": "D", "\\Flagged": "F", "\\Answered": "R", "\\Seen": "S", "\\Deleted": "T"}
@@ -139,74 +143,6 @@ def virtual_size(data):
 def to_lf(data):
     """Return ``data`` with CRLF line ends turned into LF, as maildir files are stored."""
     return data.replace(b"\r\n", b"\n")
-
-
-def fsync_dir(path):
-    """fsync a directory so that a rename or creation in it is durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class _DirSync:
-    """Group-commit state of one directory (see :func:`sync_dir`)."""
-
-    __slots__ = ("requested", "done", "running", "users")
-
-    def __init__(self):
-        self.requested = 0
-        self.done = 0
-        self.running = False
-        self.users = 0
-
-
-_dir_syncs = {}
-_dir_syncs_cond = threading.Condition()
-
-
-def sync_dir(path):
-    """fsync directory ``path`` after a rename into it, shared with concurrent callers.  Blocks.
-
-    Returns once an fsync of ``path`` that started after this call has
-    completed: one fsync covers every rename made before it started, so
-    threads delivering into the same directory at once wait for one
-    journal commit instead of queueing one each.
-
-    Raises:
-        OSError: when this caller's own fsync fails (waiters then retry theirs).
-    """
-    cond = _dir_syncs_cond
-    with cond:
-        entry = _dir_syncs.get(path)
-        if entry is None:
-            entry = _dir_syncs[path] = _DirSync()
-        entry.users += 1
-        entry.requested += 1
-        mine = entry.requested
-        try:
-            while entry.done < mine:
-                if entry.running:
-                    cond.wait()
-                    continue
-                entry.running = True
-                target = entry.requested
-                synced = False
-                cond.release()
-                try:
-                    fsync_dir(path)
-                    synced = True
-                finally:
-                    cond.acquire()
-                    entry.running = False
-                    if synced:
-                        entry.done = max(entry.done, target)
-                    cond.notify_all()
-        finally:
-            entry.users -= 1
-            if not entry.users:
-                del _dir_syncs[path]
 
 
 def ensure(path, mode=0o700):

@@ -10,16 +10,20 @@ temporary file is removed and the error re-raised; ``path`` is untouched.
 
 Used by postconf -e (main.cf), postmap (table indexes), the passwd-file
 editor and mailstack init. Blocking: call it from a thread in a server.
+
+``sync_dir(path)`` is the group commit of directory fsyncs that threads
+share (maildir deliveries, the queue's thread jobs): see its docstring.
 """
 
 import contextlib
 import os
 import tempfile
+import threading
 
 
 def fsync_directory(directory):
     """fsync a directory, so renames and new names in it are durable."""
-    fd = os.open(directory, os.O_RDONLY)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
@@ -52,3 +56,62 @@ def replace_file(path, data, default_mode=0o644):
             os.unlink(tmp)
         raise
     fsync_directory(directory)
+
+
+class _DirSync:
+    """Group-commit state of one directory (see :func:`sync_dir`)."""
+
+    __slots__ = ("requested", "done", "running", "users")
+
+    def __init__(self):
+        self.requested = 0
+        self.done = 0
+        self.running = False
+        self.users = 0
+
+
+_dir_syncs = {}
+_dir_syncs_cond = threading.Condition()
+
+
+def sync_dir(path):
+    """fsync directory ``path`` after a rename into it, shared with concurrent callers.  Blocks.
+
+    Returns once an fsync of ``path`` that started after this call has
+    completed: one fsync covers every rename made before it started, so
+    threads delivering into the same directory at once wait for one
+    journal commit instead of queueing one each.
+
+    Raises:
+        OSError: when this caller's own fsync fails (waiters then retry theirs).
+    """
+    cond = _dir_syncs_cond
+    with cond:
+        entry = _dir_syncs.get(path)
+        if entry is None:
+            entry = _dir_syncs[path] = _DirSync()
+        entry.users += 1
+        entry.requested += 1
+        mine = entry.requested
+        try:
+            while entry.done < mine:
+                if entry.running:
+                    cond.wait()
+                    continue
+                entry.running = True
+                target = entry.requested
+                synced = False
+                cond.release()
+                try:
+                    fsync_directory(path)
+                    synced = True
+                finally:
+                    cond.acquire()
+                    entry.running = False
+                    if synced:
+                        entry.done = max(entry.done, target)
+                    cond.notify_all()
+        finally:
+            entry.users -= 1
+            if not entry.users:
+                del _dir_syncs[path]

@@ -134,7 +134,8 @@ def test_concurrent_deliveries_share_directory_fsyncs(tmp_path, monkeypatch):
     def slow_fsync(path):
         fsyncs.append((path, set(os.listdir(path))))
         time.sleep(0.05)
-    monkeypatch.setattr(maildir, "fsync_dir", slow_fsync)
+    from mailstack.util import atomic
+    monkeypatch.setattr(atomic, "fsync_directory", slow_fsync)
     delivered = []
     threads = [threading.Thread(target=lambda: delivered.append(maildir.deliver(root, b"Subject: x\n\nbody\n")))
                for _ in range(20)]
@@ -147,4 +148,4 @@ def test_concurrent_deliveries_share_directory_fsyncs(tmp_path, monkeypatch):
     assert all(path == new for path, _ in fsyncs)
     # The last fsync saw every message's rename: none returned before its file was covered.
     assert {d.name for d in delivered} <= fsyncs[-1][1]
-    assert maildir._dir_syncs == {}
+    assert atomic._dir_syncs == {}
