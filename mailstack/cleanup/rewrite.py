@@ -77,6 +77,10 @@ class AddressRewriter:
         self.maps = {name: tables.maps(config[name], name) for name in (
             "canonical_maps", "sender_canonical_maps", "recipient_canonical_maps",
             "virtual_alias_maps", "sender_bcc_maps", "recipient_bcc_maps")}
+        # True when every canonical table used for headers answers from memory
+        # (fixed with the maps; asked once per message by cleanup).
+        self.headers_synchronous = all(maps.synchronous for name, maps in self.maps.items()
+                                       if name.endswith("canonical_maps") and maps)
         self.propagate = set(config["propagate_unmatched_extensions"])
         self.canonical_classes = set(config["canonical_classes"])
         self.masquerade_classes = set(config["masquerade_classes"])
@@ -172,11 +176,6 @@ class AddressRewriter:
             return done.value
         coroutine.close()
         raise RuntimeError("header_address() needs tables that answer from memory; use header_address_async()")
-
-    @property
-    def headers_synchronous(self):
-        """True when every canonical table used for headers answers from memory."""
-        return all(maps.synchronous for name, maps in self.maps.items() if name.endswith("canonical_maps") and maps)
 
     async def header_address_async(self, address, cls):
         """:meth:`header_address` for any tables (sqlite, proxy...): lookups are awaited."""

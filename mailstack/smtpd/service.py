@@ -264,8 +264,10 @@ def make_service(ctx, entry, config):
         if tls_options is None and level == "may":
             log.warn("service {name}: no smtpd_tls_cert_file, STARTTLS is not offered", name=entry.name,
                      service=entry.name)
-    # Every session waiting for its fsync holds a pool thread: let twenty
-    # or more sessions fsync in parallel (the disk is much faster that way).
+    # The pool runs password hashing, lookups in tables that do I/O, and,
+    # where native AIO is unavailable (mailstack.util.aio), every queue
+    # fsync: then each session waiting for its fsync holds a thread, so let
+    # twenty or more sessions fsync in parallel (the disk is much faster so).
     if ctx.reactor.getThreadPool().max < MIN_THREADS:
         ctx.reactor.suggestThreadPoolSize(MIN_THREADS)
     from mailstack.master.anvil import counter_for
