@@ -69,7 +69,7 @@ from mailstack.agents import smtp_sasl, smtp_tls
 from mailstack.agents.base import DeliveryStatus
 from mailstack.auth.mechs.client import ClientError, client_for
 from mailstack.cleanup.headers import field_addresses, rewrite_address_fields
-from mailstack.common.address import split_address
+from mailstack.cleanup.rewrite import apply_match
 from mailstack.config.maincf import ConfigError
 from mailstack.tables.base import TableTemporaryError
 
@@ -348,15 +348,8 @@ class SMTPAgent:
         match = await self.generic_maps.find_address(address, "virtual", delimiters, self.is_local)
         if match is None:
             return address
-        value = match.value.split(",")[0].strip()
-        local, _ = split_address(address)
-        if value.startswith("@"):
-            # "@domain": the domain changes, the user stays (without the extension the key lacked).
-            value = (local if match.extension is None else local[:len(local) - len(match.extension)]) + value
-        if match.extension and "generic" in self.config["propagate_unmatched_extensions"]:
-            vlocal, vdomain = split_address(value)
-            value = "%s%s@%s" % (vlocal, match.extension, vdomain) if "@" in value else vlocal + match.extension
-        return value
+        return apply_match(match.value.split(",")[0].strip(), address, match.extension,
+                           "generic" in self.config["propagate_unmatched_extensions"])
 
     async def _generic_content(self, content):
         """Map the addresses of the header fields of ``content`` (LF line ends); the body is untouched."""

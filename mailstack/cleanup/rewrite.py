@@ -62,6 +62,25 @@ def _lookup_failed():
     return TemporaryReject(451, "4.3.0", "Error: temporary lookup failure")
 
 
+def apply_match(value, address, extension, propagate):
+    """Return the result of a table lookup for ``address`` (Postfix mail_addr_map).
+
+    ``value`` is the table's answer; ``extension`` is the address extension
+    the matching key did not have (None when the key had it).  A result
+    ``@domain`` moves the domain and keeps the user; the extension is put
+    back when ``propagate`` (``propagate_unmatched_extensions`` lists the
+    lookup's kind).  A list result (``a, b``) is left as it is.
+    """
+    local, _ = split_address(address)
+    if value.startswith("@") and "," not in value:
+        # "@domain @other": move the domain, keep the user.
+        value = (local if extension is None else local[:len(local) - len(extension)]) + value
+    if extension and propagate and "," not in value:
+        vlocal, vdomain = split_address(value)
+        value = "%s%s@%s" % (vlocal, extension, vdomain) if "@" in value else vlocal + extension
+    return value
+
+
 class AddressRewriter:
     """The address rewriting of one service's configuration.
 
@@ -134,17 +153,8 @@ class AddressRewriter:
         return self._apply(match, address, name)
 
     def _apply(self, match, address, name):
-        value = match.value.strip()
-        local, domain = split_address(address)
         kind = name.replace("sender_", "").replace("recipient_", "").replace("_maps", "")
-        if value.startswith("@") and "," not in value:
-            # "@domain @other": move the domain, keep the user (Postfix mail_addr_map).
-            user = local if match.extension is None else local[:len(local) - len(match.extension)]
-            value = user + value
-        if match.extension and kind in self.propagate and "," not in value:
-            vlocal, vdomain = split_address(value)
-            value = "%s%s@%s" % (vlocal, match.extension, vdomain) if "@" in value else vlocal + match.extension
-        return value
+        return apply_match(match.value.strip(), address, match.extension, kind in self.propagate)
 
     # -- 2. canonical --------------------------------------------------------
 
